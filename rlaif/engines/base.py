@@ -1,0 +1,184 @@
+"""The one engine protocol every backend implements: chat generation and choice log-probs.
+
+Both calls are async and take one logical request. Callers keep many requests in flight at once (``asyncio``
+tasks) and each engine turns that into what its backend does best: the OpenAI engine keeps a continuous window of
+HTTP requests open, the in-process engines gather whatever is pending into batches. Stages and flows never see
+the difference, and a request is never held back waiting for the slowest member of a fixed batch.
+
+Engines do no storage. Every result carries the list of attempts that produced it (retries included), so the
+caller can write one ``attempts`` row per try and one output row per logical request, keyed by ``request.key``.
+A request that fails for good comes back as a result with ``error`` set; it does not raise, so the rest of a
+run goes on and the next run retries it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol, Sequence, TypeVar, runtime_checkable
+
+Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": "..."}
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling options for one generation; part of the request key, so changing one makes a new row."""
+
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 256
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False  # benchmarks only: always produce max_tokens tokens
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat completion to produce. ``key`` is the deterministic id of this logical request."""
+
+    key: str
+    messages: tuple[Message, ...]
+    params: SamplingParams = SamplingParams()
+
+
+@dataclass(frozen=True)
+class ChoiceRequest:
+    """Score how likely each of ``choices`` is as the continuation of a raw-text ``prompt``.
+
+    The judge uses this with a prompt ending in ``The answer is: (`` and choices ``("A", "B")``: the paper's
+    multiple-choice form (Bai et al. 2022, section 4.1), read from the model's log-probs, not from sampled text.
+    The prompt is plain text on purpose: no chat template is applied, because the choice tokens must follow the
+    prompt's last character exactly.
+    """
+
+    key: str
+    prompt: str
+    choices: tuple[str, ...] = ("A", "B")
+
+
+@dataclass
+class Attempt:
+    """One try at a request: what the ``attempts`` table stores, one row each."""
+
+    number: int
+    status: Literal["ok", "failed"]
+    latency_s: float
+    started_at: float  # unix time
+    error: str | None = None
+
+
+@dataclass
+class Completion:
+    """The outcome of a ``ChatRequest``; ``error`` is set (and ``text`` is None) when every attempt failed."""
+
+    key: str
+    model: str
+    text: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_s: float = 0.0
+    attempts: list[Attempt] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class ChoiceResult:
+    """The outcome of a ``ChoiceRequest``.
+
+    ``logprobs`` maps each choice to the engine's log-probability of it as the next token(s), or None when the
+    engine did not rank it (it fell outside the returned top log-probs). ``method`` records how it was read:
+    ``logprobs`` (real probabilities) or ``structured`` (the engine could only emit one choice; the chosen one
+    gets log-prob 0 and the others None).
+    """
+
+    key: str
+    model: str
+    logprobs: dict[str, float | None] = field(default_factory=dict)
+    method: Literal["logprobs", "structured"] = "logprobs"
+    prompt_tokens: int | None = None
+    latency_s: float = 0.0
+    attempts: list[Attempt] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def probabilities(self) -> dict[str, float]:
+        """Normalise over the choices only: P(c) = exp(lp_c) / sum_k exp(lp_k); unranked choices get 0."""
+        finite = {c: lp for c, lp in self.logprobs.items() if lp is not None and math.isfinite(lp)}
+        if not finite:
+            return {c: 1.0 / len(self.logprobs) for c in self.logprobs} if self.logprobs else {}
+        top = max(finite.values())
+        weights = {c: math.exp(finite[c] - top) if c in finite else 0.0 for c in self.logprobs}
+        total = sum(weights.values())
+        return {c: w / total for c, w in weights.items()}
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What stages and flows need from a model backend."""
+
+    name: str  # "transformers", "openai", "vllm" or "fake"
+    model: str  # the model name recorded on every row
+
+    async def chat(self, request: ChatRequest) -> Completion: ...
+
+    async def choose(self, request: ChoiceRequest) -> ChoiceResult: ...
+
+    async def aclose(self) -> None: ...
+
+
+def content_hash(*parts: Any, length: int = 32) -> str:
+    """A stable hex digest of JSON-serialisable parts: the deterministic keys of prompts, requests and rows."""
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=_jsonable)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "as_dict"):
+        return obj.as_dict()
+    if hasattr(obj, "__dataclass_fields__"):
+        return asdict(obj)
+    raise TypeError(f"cannot hash {type(obj).__name__}")
+
+
+def chat_key(messages: Sequence[Message], params: SamplingParams, model: str) -> str:
+    """The key of a chat request: same conversation, sampling options and model -> same row."""
+    return content_hash("chat", list(messages), params, model)
+
+
+def choice_key(prompt: str, choices: Sequence[str], model: str) -> str:
+    """The key of a choice request."""
+    return content_hash("choice", prompt, list(choices), model)
+
+
+T = TypeVar("T")
+
+
+def run_all(coros: Sequence[Any]) -> list[Any]:
+    """Run awaitables concurrently from synchronous code and return their results in order."""
+
+    async def _gather() -> list[Any]:
+        return list(await asyncio.gather(*coros))
+
+    return asyncio.run(_gather())
+
+
+def ok_attempt(started: float, number: int = 1) -> Attempt:
+    """The single successful attempt of an engine that does not retry (in-process engines)."""
+    return Attempt(number=number, status="ok", latency_s=time.time() - started, started_at=started)
