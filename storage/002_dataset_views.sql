@@ -26,7 +26,7 @@ JOIN prompts p USING (prompt_id)
 WHERE l.rn = 1;
 
 -- The preference dataset: per pair, the judge's debiased preference averaged over the principles used.
--- Exact ties carry no preference and are left out.
+-- Ties (p_a within 1e-9 of 0.5, allowing for float rounding) carry no preference and are left out.
 CREATE OR REPLACE VIEW preference_dataset AS
 WITH pairs AS (
     SELECT
@@ -63,4 +63,4 @@ SELECT
     p.split
 FROM pairs x
 JOIN prompts p USING (prompt_id)
-WHERE x.p_a <> 0.5;
+WHERE abs(x.p_a - 0.5) > 1e-9;

@@ -48,6 +48,9 @@ class ChatRequest:
     key: str
     messages: tuple[Message, ...]
     params: SamplingParams = SamplingParams()
+    # Where the request comes from, for the row that records it; not part of the key, ignored by engines.
+    stage: str = ""
+    prompt_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ class ChoiceRequest:
     key: str
     prompt: str
     choices: tuple[str, ...] = ("A", "B")
+    stage: str = ""
+    prompt_id: str | None = None
 
 
 @dataclass

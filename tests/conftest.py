@@ -1,0 +1,52 @@
+"""Shared fixtures. Nothing here touches the network: models and servers are local, hubs are off."""
+
+from __future__ import annotations
+
+import os
+
+for _name, _value in {
+    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+import pytest  # noqa: E402
+
+from rlaif.constitution import load_constitution, resolve_constitution  # noqa: E402
+from rlaif.engines.fake import FakeEngine  # noqa: E402
+
+
+@pytest.fixture
+def fake_engine() -> FakeEngine:
+    return FakeEngine()
+
+
+@pytest.fixture(scope="session")
+def harmless():
+    return load_constitution(resolve_constitution("harmless"))
+
+
+@pytest.fixture(scope="session")
+def example_constitution():
+    return load_constitution(resolve_constitution("example"))
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch):
+    """Settings pointing at a fresh database in tmp_path, fake engine, no rlaif.toml from the cwd."""
+    from rlaif.config import load_settings
+
+    monkeypatch.setenv("RLAIF_CONFIG", str(tmp_path / "absent.toml"))
+    for name in list(os.environ):
+        if name.startswith("RLAIF_") and name not in ("RLAIF_CONFIG", "RLAIF_SERVE_PYTHON"):
+            monkeypatch.delenv(name)
+    return load_settings(db=tmp_path / "test.duckdb", engine="fake")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server for every flow test of the session (~7 s once, ~1 s a flow after)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness():
+        yield
