@@ -66,10 +66,14 @@ def run_generation(
     try:
         with prompt_progress(len(prompts), enabled=show_progress) as advance:
             summary = asyncio.run(go(advance))
-    except BaseException as exc:
         writer.close()
+    except BaseException as exc:
+        # Record the failure even if the buffered rows cannot be written (the same fault may be why we are here).
+        try:
+            writer.close()
+        except Exception as flush_exc:
+            exc.add_note(f"buffered rows were not written: {flush_exc}")
         finish_run(store, run_id, "failed", f"{type(exc).__name__}: {exc}")
         raise
-    writer.close()
     finish_run(store, run_id, "completed")
     return summary

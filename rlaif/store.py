@@ -1,0 +1,530 @@
+"""DuckDB storage: connect, migrate, idempotent batched writes, the read-only SQL sandbox and dataset export.
+
+DuckDB allows one read-write process per file, and while a process holds the file no other process can open it,
+not even read-only. So the generating process never keeps the file open: a ``Writer`` buffers rows in memory and
+flushes them in short transactions, each on a connection opened for that flush and closed right after (tens of
+milliseconds). Between flushes the file is free, and ``rlaif sql`` in another process opens it read-only; if it
+lands on a flush it retries with bounded backoff. docs/storage.md explains the trade-offs.
+
+Writes are idempotent because row keys are content hashes (storage/001_initial.sql): ``INSERT OR IGNORE`` makes a
+rerun, or Prefect re-running a task after a crash (at-least-once), store each row once.
+
+This module imports duckdb when loaded (~0.2 s); pyarrow is imported inside the functions that build frames. The
+CLI should import it inside the commands that touch the database, so ``rlaif --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import duckdb
+
+from rlaif.errors import ConfigError, StoreError
+from rlaif.resources import data_dir
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+_MIGRATION_RE = re.compile(r"^(\d{3})_([A-Za-z0-9_]+)\.sql$")
+_MIGRATIONS_DDL = """CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       VARCHAR NOT NULL,
+    applied_at TIMESTAMP NOT NULL
+)"""
+_FRAME = "_rlaif_frame"  # name under which an Arrow frame is registered for one statement
+_BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.01, 0.25  # lock retries: start fast, never sleep long (readers get in)
+# Columns of `runs` that change after a run starts; the rest is fixed at the first insert.
+_RUN_UPDATES = {
+    "status": "excluded.status",
+    "finished_at": "excluded.finished_at",
+    "error": "excluded.error",
+    "prefect_flow_run_id": "coalesce(excluded.prefect_flow_run_id, runs.prefect_flow_run_id)",
+}
+
+
+def utcnow() -> datetime:
+    """The timestamp convention of every table: naive UTC."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _is_lock_conflict(exc: duckdb.Error) -> bool:
+    """Another process holds the file, or this process holds it with another configuration (read-only vs not)."""
+    text = str(exc)
+    return "Could not set lock" in text or "different configuration" in text
+
+
+def _lock_message(path: Path, exc: duckdb.Error, waited_s: float) -> str:
+    pid = re.search(r"PID (\d+)", str(exc))
+    holder = f"another process (pid {pid.group(1)})" if pid else "another connection in this process"
+    return (
+        f"database {path} is locked by {holder} for over {waited_s:g}s; "
+        "wait for it to finish or stop it, then retry"
+    )
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class Store:
+    """One DuckDB file. Holds no connection: every method opens one, uses it briefly and closes it."""
+
+    def __init__(self, path: str | Path, *, lock_timeout_s: float = 30.0):
+        self.path = Path(path)
+        self.lock_timeout_s = lock_timeout_s
+        self._schemas: dict[str, pa.Schema] = {}  # table -> Arrow schema, so empty lists/all-None infer right
+
+    @contextmanager
+    def connect(
+        self, *, read_only: bool = False, config: dict[str, Any] | None = None
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the file (waiting out other holders up to ``lock_timeout_s``), yield the connection, close it."""
+        con = self._open(read_only, config or {})
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def _open(self, read_only: bool, config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
+        if read_only and not self.path.is_file():
+            raise StoreError(f"no database at {self.path}; run `rlaif demo` or a flow first")
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        start = time.monotonic()
+        delay = _BACKOFF_FIRST_S
+        while True:  # bounded by lock_timeout_s; each sleep is at least half of _BACKOFF_FIRST_S
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only, config=config)
+            except duckdb.Error as exc:
+                if not _is_lock_conflict(exc):
+                    raise StoreError(f"cannot open database {self.path}: {_first_line(exc)}") from None
+                left = self.lock_timeout_s - (time.monotonic() - start)
+                if left <= 0:
+                    raise StoreError(_lock_message(self.path, exc, self.lock_timeout_s)) from None
+                # Jitter keeps a reader from landing on every periodic flush of a writer.
+                time.sleep(min(left, delay * random.uniform(0.5, 1.0)))
+                delay = min(delay * 2, _BACKOFF_MAX_S)
+
+    # -- schema -------------------------------------------------------------------------------------------
+
+    def migrate(self) -> list[str]:
+        """Apply the storage/NNN_*.sql files not yet recorded in ``schema_migrations``, in order.
+
+        Each file runs in its own transaction together with its bookkeeping row, so a failing migration leaves
+        the database as it was before that file. Returns the names applied now (empty when up to date).
+        """
+        files = _migration_files()
+        applied_now: list[str] = []
+        with self.connect() as con:
+            con.execute(_MIGRATIONS_DDL)
+            done = {v for (v,) in con.execute("SELECT version FROM schema_migrations").fetchall()}
+            unknown = sorted(done - {v for v, _, _ in files})
+            if unknown:
+                raise StoreError(
+                    f"database {self.path} has migration {unknown[-1]:03d}, which this rlaif does not know; "
+                    "upgrade rlaif"
+                )
+            for version, name, path in files:
+                if version not in done:
+                    _apply_migration(con, version, name, path)
+                    applied_now.append(name)
+        self._schemas.clear()
+        return applied_now
+
+    def _schema(self, con: duckdb.DuckDBPyConnection, table: str) -> pa.Schema:
+        """The table's columns as an Arrow schema, read from DuckDB itself and cached per table."""
+        if table not in self._schemas:
+            tables = {t for (t,) in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'"
+            ).fetchall()}
+            if table not in tables:
+                hint = "run `rlaif demo` or a flow first" if not tables else "tables: " + ", ".join(sorted(tables))
+                raise StoreError(f"no table {table!r} in {self.path}; {hint}")
+            self._schemas[table] = con.sql(f"SELECT * FROM {_quote(table)} LIMIT 0").to_arrow_table().schema
+        return self._schemas[table]
+
+    def _frame(self, con: duckdb.DuckDBPyConnection, table: str, rows: list[dict]) -> pa.Table:
+        """Rows (plain dicts) -> an Arrow table typed like ``table``; missing keys become NULL."""
+        import pyarrow as pa
+
+        schema = self._schema(con, table)
+        extra = sorted({k for row in rows for k in row} - set(schema.names))
+        if extra:
+            raise StoreError(f"table {table} has no column {extra[0]!r}; columns: {', '.join(schema.names)}")
+        arrays = []
+        for field in schema:  # column by column, so a bad value names its column
+            try:
+                arrays.append(pa.array([row.get(field.name) for row in rows], type=field.type))
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+                raise StoreError(f"{table}.{field.name}: cannot store as {field.type}: {_first_line(exc)}") from exc
+        return pa.Table.from_arrays(arrays, schema=schema)
+
+    # -- writes -------------------------------------------------------------------------------------------
+
+    def _insert(self, con: duckdb.DuckDBPyConnection, table: str, rows: list[dict]) -> int:
+        if not rows:
+            return 0
+        con.register(_FRAME, self._frame(con, table, rows))  # replaces the previous table's frame
+        try:
+            (count,) = con.execute(f"INSERT OR IGNORE INTO {_quote(table)} BY NAME SELECT * FROM {_FRAME}").fetchone()
+        except duckdb.ConstraintException as exc:
+            raise StoreError(f"cannot write {len(rows)} rows to {table}: {_first_line(exc)}") from exc
+        return int(count)
+
+    def insert(self, table: str, rows: list[dict]) -> int:
+        """Insert rows in one short transaction, skipping keys already stored; returns how many were new."""
+        return self.write({table: rows})[table]
+
+    def write(self, batches: dict[str, list[dict]]) -> dict[str, int]:
+        """Insert into several tables in ONE transaction: all batches are stored, or none is.
+
+        Returns the number of new rows per table (rows whose key was already stored are skipped).
+        """
+        counts: dict[str, int] = {table: 0 for table in batches}
+        if not any(batches.values()):
+            return counts
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for table, rows in batches.items():
+                    counts[table] = self._insert(con, table, rows)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return counts
+
+    def upsert_run(self, row: dict) -> None:
+        """Record a run, or update its status, finished_at, error and Prefect id when it is already stored.
+
+        A new run needs the whole row (kind and started_at are NOT NULL); an update may pass only ``run_id`` and
+        the columns that change. Columns left out keep their stored values, and so does a Prefect id of None.
+        """
+        changes = ", ".join(f"{col} = {expr}" for col, expr in _RUN_UPDATES.items() if col in row)
+        action = f"UPDATE SET {changes}" if changes else "NOTHING"
+        with self.connect() as con:
+            con.register(_FRAME, self._frame(con, "runs", [row]))
+            try:
+                con.execute(f"INSERT INTO runs BY NAME SELECT * FROM {_FRAME} ON CONFLICT (run_id) DO {action}")
+            except duckdb.ConstraintException as exc:
+                raise StoreError(f"cannot record run {row.get('run_id')!r}: {_first_line(exc)}") from exc
+
+    # -- the writer process's own reads -------------------------------------------------------------------
+
+    def fetch(self, sql: str, params: Sequence | dict = ()) -> list[dict]:
+        """Run one query on a short read-write-capable connection and return its rows as dicts."""
+        with self.connect() as con:
+            cur = con.execute(sql, params) if params else con.execute(sql)
+            names = [d[0] for d in cur.description or ()]
+            return [dict(zip(names, values, strict=True)) for values in cur.fetchall()]
+
+    def existing(self, table: str, column: str, keys: Iterable[str]) -> set[str]:
+        """Which of ``keys`` are already stored in ``table.column``: one join against a registered frame."""
+        import pyarrow as pa
+
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return set()
+        with self.connect() as con:
+            if column not in self._schema(con, table).names:
+                raise StoreError(f"table {table} has no column {column!r}")
+            con.register(_FRAME, pa.table({"k": pa.array(wanted, type=pa.string())}))
+            found = con.execute(
+                f"SELECT DISTINCT f.k FROM {_FRAME} f JOIN {_quote(table)} t ON t.{_quote(column)} = f.k"
+            ).fetchall()
+        return {k for (k,) in found}
+
+
+def _migration_files() -> list[tuple[int, str, Path]]:
+    """(version, name, path) of every storage/NNN_name.sql, in version order; other files there are ignored."""
+    found: list[tuple[int, str, Path]] = []
+    for path in sorted(data_dir("storage").glob("*.sql")):
+        match = _MIGRATION_RE.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path.stem, path))
+    versions = [v for v, _, _ in found]
+    if len(set(versions)) != len(versions):
+        raise StoreError(f"two migrations share a number in {data_dir('storage')}: {versions}")
+    return found
+
+
+def _apply_migration(con: duckdb.DuckDBPyConnection, version: int, name: str, path: Path) -> None:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(path.read_text(encoding="utf-8"))
+        con.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", [version, name, utcnow()])
+        con.execute("COMMIT")
+    except duckdb.Error as exc:
+        con.execute("ROLLBACK")
+        raise StoreError(f"migration {path.name} failed: {_first_line(exc)}") from exc
+
+
+class Writer:
+    """Buffers rows per table and flushes them together in one transaction.
+
+    A flush happens when ``max_rows`` rows are buffered, or when ``max_age_s`` has passed since the first
+    buffered row (checked on ``add``), and on ``flush()``/``close()``. Between flushes the file is closed, so
+    readers in other processes get in. Thread-safe: an asyncio flow may call ``add`` from callbacks or threads.
+    If a flush fails (e.g. the lock timeout), the rows stay buffered, never dropped, and the error propagates.
+    """
+
+    def __init__(self, store: Store, *, max_rows: int = 256, max_age_s: float = 1.0):
+        self.store, self.max_rows, self.max_age_s = store, max_rows, max_age_s
+        self._lock = threading.RLock()
+        self._buffer: dict[str, list[dict]] = {}
+        self._count = 0
+        self._first_at: float | None = None
+        self._closed = False
+
+    @property
+    def pending(self) -> int:
+        """Rows buffered and not yet stored."""
+        return self._count
+
+    def add(self, table: str, row: dict) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("Writer.add after close()")
+            self._buffer.setdefault(table, []).append(row)
+            self._count += 1
+            if self._first_at is None:
+                self._first_at = time.monotonic()
+            due = self._count >= self.max_rows or time.monotonic() - self._first_at >= self.max_age_s
+            if due:
+                self.flush()
+
+    def flush(self) -> dict[str, int]:
+        """Store everything buffered in one transaction; returns new rows per table. Clears only on success."""
+        with self._lock:
+            if not self._count:
+                return {}
+            counts = self.store.write(self._buffer)
+            self._buffer, self._count, self._first_at = {}, 0, None
+            return counts
+
+    def close(self) -> None:
+        with self._lock:
+            self.flush()
+            self._closed = True
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- the read-only SQL sandbox (`rlaif sql`) ------------------------------------------------------------------
+
+SANDBOX_CONFIG: dict[str, Any] = {
+    "enable_external_access": False,  # no files, no network: only the database itself
+    "lock_configuration": True,  # no SET/PRAGMA that changes settings
+    "autoload_known_extensions": False,
+    "autoinstall_known_extensions": False,
+}
+# Statement types a query may have; anything else is refused before DuckDB sees it.
+_READ_TYPES = {"SELECT", "EXPLAIN", "PRAGMA"}
+_READ_PRAGMAS = {
+    "table_info", "show_tables", "show_tables_expanded", "show", "database_size", "database_list",
+    "storage_info", "version", "platform", "functions", "collations", "show_databases", "metadata_info",
+}
+
+
+_MODIFIERS = {"OR", "REPLACE", "TEMP", "TEMPORARY", "PERSISTENT", "UNIQUE"}
+
+
+def _statement_label(query: str) -> str:
+    """The leading keyword(s) of a statement, for messages: 'INSERT', 'CREATE TABLE', 'COPY ... TO'."""
+    words = [w for w in re.findall(r"[A-Za-z_]+", query)[:6] if w.upper() not in _MODIFIERS]
+    head = words[0].upper() if words else "?"
+    if head in {"CREATE", "DROP", "ALTER", "FORCE", "EXPORT", "PRAGMA"} and len(words) > 1:
+        return f"{head} {words[1].upper() if head != 'PRAGMA' else words[1]}"
+    if head == "COPY":
+        return "COPY ... TO" if re.search(r"\bTO\b", query, re.I) else "COPY ... FROM"
+    return head
+
+
+def _check_read_only(sql: str) -> str:
+    """Refuse anything but a single read statement; returns that statement's text."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise StoreError(f"rlaif sql: {_first_line(exc)}") from None
+    if len(statements) != 1:
+        raise StoreError(f"rlaif sql runs exactly one statement; got {len(statements)}")
+    stmt = statements[0]
+    try:
+        kind = stmt.type.name
+    except ValueError:  # a statement type this duckdb build cannot even name
+        kind = "UNKNOWN"
+    label = _statement_label(stmt.query)
+    if kind not in _READ_TYPES:
+        raise StoreError(f"rlaif sql is read-only: {label} is not allowed (only SELECT, WITH, DESCRIBE, SHOW)")
+    if kind == "PRAGMA" and label.split()[-1].lower() not in _READ_PRAGMAS:
+        raise StoreError(f"rlaif sql is read-only: {label} is not allowed")
+    if kind == "EXPLAIN":
+        inner = re.sub(r"^\s*EXPLAIN(\s+ANALY[SZ]E)?\s+", "", stmt.query, flags=re.I)
+        _check_read_only(inner)
+    return stmt.query
+
+
+def _sandbox_error(exc: duckdb.Error, timeout_s: float) -> StoreError:
+    """Turn a DuckDB refusal into one line that says what was refused and why."""
+    text = _first_line(exc)
+    if isinstance(exc, duckdb.InterruptException):
+        return StoreError(
+            f"rlaif sql stopped the query after {timeout_s:g}s (a long read holds the database and delays a "
+            "running flow's writes); add a LIMIT or a WHERE, or export the dataset"
+        )
+    if "file system operations are disabled" in text:
+        where = re.search(r'"([^"]*)"', text)
+        return StoreError(f"rlaif sql cannot read files outside the database: {where.group(1) if where else text}")
+    if "configuration has been locked" in text:
+        return StoreError("rlaif sql is read-only: settings cannot be changed")
+    if "extensions is disabled" in text:
+        return StoreError("rlaif sql cannot load extensions")
+    if "read-only mode" in text:
+        kind = re.search(r'statement of type "(\w+)"', text)
+        return StoreError(f"rlaif sql is read-only: {kind.group(1) if kind else 'writing'} is not allowed")
+    return StoreError(f"rlaif sql: {text}")
+
+
+def sandbox_rows(
+    db: str | Path, sql: str, *, max_rows: int = 10_000, timeout_s: float = 10.0
+) -> tuple[list[str], list[tuple], bool]:
+    """Run one read-only query in the sandbox: (column names, at most ``max_rows`` rows, whether more existed).
+
+    The connection is read-only with file access, extensions and settings locked, so the statement check above
+    is a convenience for clear messages and DuckDB itself is the guard. ``timeout_s`` (below a writer's lock
+    timeout) keeps a long query from starving a flow that is writing to the same file.
+    """
+    statement = _check_read_only(sql)
+    with Store(db).connect(read_only=True, config=SANDBOX_CONFIG) as con:
+        timer = threading.Timer(timeout_s, con.interrupt)
+        timer.start()
+        try:
+            cur = con.execute(statement)
+            columns = [d[0] for d in cur.description or ()]
+            rows = cur.fetchmany(max_rows + 1)
+        except duckdb.Error as exc:
+            raise _sandbox_error(exc, timeout_s) from None
+        finally:
+            timer.cancel()
+    return columns, rows[:max_rows], len(rows) > max_rows
+
+
+def _text(value: Any) -> str:
+    """One cell as text: lists and structs (messages) as JSON, NULL as empty."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, default=str, ensure_ascii=False)
+    return str(value)
+
+
+def _to_csv(columns: list[str], rows: list[tuple]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([_text(v) for v in row] for row in rows)
+    return buf.getvalue()
+
+
+def _to_table(columns: list[str], rows: list[tuple], more: bool, max_width: int = 80) -> str:
+    """A plain aligned table; cells are cut at ``max_width`` (csv/json give full values), numbers right-aligned."""
+
+    def cell(value: Any) -> str:
+        text = "NULL" if value is None else _text(value).replace("\n", "\\n")
+        return text if len(text) <= max_width else text[: max_width - 3] + "..."
+
+    cells = [[cell(v) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    numeric = []
+    for i in range(len(columns)):
+        present = [r[i] for r in rows if r[i] is not None]
+        numeric.append(bool(present) and all(isinstance(v, (int, float, Decimal)) and not isinstance(v, bool)
+                                               for v in present))
+
+    def line(values: list[str]) -> str:
+        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)]
+        return " | ".join(parts).rstrip()
+
+    out = [line(columns), "-+-".join("-" * w for w in widths)] + [line(r) for r in cells]
+    n = len(rows)
+    out.append(f"(first {n} rows shown; add a LIMIT or a WHERE to see the rest)" if more
+               else f"({n} row{'s' if n != 1 else ''})")
+    return "\n".join(out) + "\n"
+
+
+def sandbox_query(
+    db: str | Path,
+    sql: str,
+    *,
+    fmt: Literal["table", "csv", "json"] = "table",
+    max_rows: int = 10_000,
+    timeout_s: float = 10.0,
+) -> str:
+    """Run one read-only query and format it: an aligned text table, CSV with a header, or a JSON array.
+
+    Any refusal or failure is a ``StoreError`` with one line. CSV and JSON stop silently at ``max_rows`` (they
+    must stay machine-readable); the table says when rows were left out.
+    """
+    if fmt not in ("table", "csv", "json"):
+        raise ConfigError(f"unknown format {fmt!r}; expected one of: table, csv, json")
+    columns, rows, more = sandbox_rows(db, sql, max_rows=max_rows, timeout_s=timeout_s)
+    if fmt == "csv":
+        return _to_csv(columns, rows)
+    if fmt == "json":
+        return json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str, ensure_ascii=False)
+    return _to_table(columns, rows, more)
+
+
+# -- dataset export -------------------------------------------------------------------------------------------
+
+_EXPORT_FORMATS = {".parquet": "parquet", ".jsonl": "json"}
+_EXPORT_QUERIES = {"sft": "export_sft.sql", "prefs": "export_prefs.sql"}
+
+
+def export_dataset(db: str | Path, dataset: Literal["sft", "prefs"], out: str | Path) -> int:
+    """Write a TRL-ready dataset (storage/export_<dataset>.sql) to ``out`` (.parquet or .jsonl); returns rows.
+
+    The file is written next to ``out`` under a temporary name and renamed when complete, so a crash or a full
+    disk never leaves a half file at ``out``.
+    """
+    out = Path(out)
+    fmt = _EXPORT_FORMATS.get(out.suffix.lower())
+    if fmt is None:
+        raise ConfigError(f"{out}: unknown file type {out.suffix!r}; expected one of: .parquet, .jsonl")
+    if dataset not in _EXPORT_QUERIES:
+        raise ConfigError(f"unknown dataset {dataset!r}; expected one of: sft, prefs")
+    query = (data_dir("storage") / _EXPORT_QUERIES[dataset]).read_text(encoding="utf-8").strip().rstrip(";")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    target = str(tmp).replace("'", "''")
+    try:
+        with Store(db).connect(read_only=True) as con:
+            (count,) = con.execute(f"COPY (\n{query}\n) TO '{target}' (FORMAT {fmt})").fetchone()
+        os.replace(tmp, out)
+    except duckdb.Error as exc:
+        raise StoreError(f"cannot export {dataset} to {out}: {_first_line(exc)}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return int(count)

@@ -1,0 +1,362 @@
+"""The DuckDB store on real files: schema, idempotent writes, the Writer, the dataset views, and file locking
+between real processes (the reason the writer never holds the file between flushes)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from rlaif.errors import StoreError
+from rlaif.store import Store, Writer, utcnow
+
+# Every table and view of a freshly migrated database, columns in order. A schema change must update this.
+GOLDEN = {
+    "attempts": ["attempt_id", "key", "run_id", "stage", "number", "status", "error", "latency_s", "started_at"],
+    "comparisons": [
+        "comparison_id", "pair_id", "run_id", "prompt_id", "chain_id", "principle_id", "response_a",
+        "response_b", "source_a", "source_b", "key_ab", "key_ba", "p_a_ab", "p_a_ba", "p_a", "consistent",
+        "method", "judge_model", "constitution_name", "constitution_version", "created_at",
+    ],
+    "generations": [
+        "key", "run_id", "kind", "stage", "prompt_id", "messages", "prompt_text", "params", "engine", "model",
+        "output", "choice_logprobs", "choice_method", "finish_reason", "prompt_tokens", "completion_tokens",
+        "latency_s", "constitution_version", "created_at",
+    ],
+    "preference_dataset": [
+        "prompt_id", "prompt", "chosen", "rejected", "p_chosen", "margin", "consistent", "principles", "method",
+        "judge_model", "constitution_name", "constitution_version", "pair_id", "chain_id", "run_id", "split",
+    ],
+    "prompts": ["prompt_id", "text", "messages", "source", "split", "created_at"],
+    "revisions": [
+        "chain_id", "round", "run_id", "prompt_id", "principle_id", "original", "before", "critique", "revision",
+        "response_key", "critique_key", "revision_key", "constitution_name", "constitution_version", "model",
+        "created_at",
+    ],
+    "runs": [
+        "run_id", "kind", "status", "params", "constitution_name", "constitution_version", "engine", "model",
+        "seed", "started_at", "finished_at", "prefect_flow_run_id", "error",
+    ],
+    "schema_migrations": ["version", "name", "applied_at"],
+    "sft_dataset": [
+        "prompt_id", "prompt", "completion", "messages", "original", "rounds", "chain_id", "run_id",
+        "constitution_name", "constitution_version", "model", "split",
+    ],
+}
+
+
+# -- row builders ---------------------------------------------------------------------------------------------
+
+def prompt(pid: str, text: str = "How do I pick a lock?", **kw) -> dict:
+    return {"prompt_id": pid, "text": text, "messages": [{"role": "user", "content": text}],
+            "created_at": utcnow(), **kw}
+
+
+def revision(chain: str, rnd: int, text: str | None, pid: str = "p1") -> dict:
+    return {"chain_id": chain, "round": rnd, "run_id": "r1", "prompt_id": pid, "principle_id": "harm",
+            "original": "orig", "before": "before", "critique": "crit", "revision": text,
+            "constitution_name": "harmless", "constitution_version": "v1", "model": "m", "created_at": utcnow()}
+
+
+def comparison(pair: str, principle: str, p_a: float | None, pid: str = "p1") -> dict:
+    return {"comparison_id": f"{pair}-{principle}", "pair_id": pair, "run_id": "r1", "prompt_id": pid,
+            "principle_id": principle, "response_a": f"{pair}-a", "response_b": f"{pair}-b", "p_a": p_a,
+            "consistent": True, "method": "logprobs", "judge_model": "judge", "constitution_name": "harmless",
+            "constitution_version": "v1", "created_at": utcnow()}
+
+
+def run_row(run_id: str = "r1", **kw) -> dict:
+    return {"run_id": run_id, "kind": "sft", "status": "running", "params": '{"rounds": 2}',
+            "started_at": utcnow(), **kw}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "rlaif.duckdb")
+    s.migrate()
+    return s
+
+
+def count(store: Store, table: str) -> int:
+    return store.fetch(f"SELECT count(*) AS n FROM {table}")[0]["n"]
+
+
+# -- schema ---------------------------------------------------------------------------------------------------
+
+def test_migrating_an_empty_database_gives_the_golden_schema(store: Store) -> None:
+    rows = store.fetch(
+        "SELECT table_name, column_name FROM information_schema.columns ORDER BY table_name, ordinal_position"
+    )
+    found: dict[str, list[str]] = {}
+    for r in rows:
+        found.setdefault(r["table_name"], []).append(r["column_name"])
+    assert found == GOLDEN
+
+
+def test_migrate_twice_applies_nothing_the_second_time(tmp_path: Path) -> None:
+    s = Store(tmp_path / "x.duckdb")
+    assert s.migrate() == ["001_initial", "002_dataset_views"]
+    assert s.migrate() == []
+    recorded = s.fetch("SELECT version, name FROM schema_migrations ORDER BY version")
+    assert recorded == [{"version": 1, "name": "001_initial"}, {"version": 2, "name": "002_dataset_views"}]
+
+
+def test_a_database_from_a_newer_rlaif_is_refused(store: Store) -> None:
+    with store.connect() as con:
+        con.execute("INSERT INTO schema_migrations VALUES (999, '999_future', now()::TIMESTAMP)")
+    with pytest.raises(StoreError, match="migration 999"):
+        store.migrate()
+
+
+# -- writes ---------------------------------------------------------------------------------------------------
+
+def test_insert_is_idempotent_and_counts_new_rows(store: Store) -> None:
+    rows = [prompt("p1"), prompt("p2", messages=[], source=None)]  # empty list and all-None column
+    assert store.insert("prompts", rows) == 2
+    assert store.insert("prompts", rows) == 0
+    assert store.insert("prompts", [prompt("p2"), prompt("p3")]) == 1
+    assert count(store, "prompts") == 3
+    stored = store.fetch("SELECT messages FROM prompts WHERE prompt_id = ?", ["p1"])[0]["messages"]
+    assert stored == [{"role": "user", "content": "How do I pick a lock?"}]
+
+
+def test_write_stores_several_tables_and_is_idempotent(store: Store) -> None:
+    batch = {"prompts": [prompt("p1")], "revisions": [revision("c1", 1, "r1"), revision("c1", 2, "r2")]}
+    assert store.write(batch) == {"prompts": 1, "revisions": 2}
+    assert store.write(batch) == {"prompts": 0, "revisions": 0}
+    assert (count(store, "prompts"), count(store, "revisions")) == (1, 2)
+
+
+def test_write_is_all_or_nothing(store: Store) -> None:
+    bad = revision("c1", 1, "r1") | {"original": None}  # NOT NULL column
+    with pytest.raises(StoreError, match="revisions"):
+        store.write({"prompts": [prompt("p1")], "revisions": [bad]})
+    assert count(store, "prompts") == 0
+
+
+def test_unknown_table_column_or_type_is_one_clear_error(store: Store) -> None:
+    with pytest.raises(StoreError, match="no table 'promts'"):
+        store.insert("promts", [prompt("p1")])
+    with pytest.raises(StoreError, match="no column 'txt'"):
+        store.insert("prompts", [prompt("p1") | {"txt": "x"}])
+    with pytest.raises(StoreError, match=r"runs\.params"):
+        store.insert("runs", [run_row(params={"rounds": 2})])  # JSON columns take serialised strings
+
+
+def test_upsert_run_inserts_then_updates_status(store: Store) -> None:
+    store.upsert_run(run_row(prefect_flow_run_id="flow-1"))
+    done = utcnow()
+    store.upsert_run(run_row(status="failed", error="boom", finished_at=done))  # no flow id: the stored one stays
+    (row,) = store.fetch("SELECT * FROM runs")
+    assert (row["status"], row["error"], row["finished_at"], row["prefect_flow_run_id"]) == (
+        "failed", "boom", done, "flow-1")
+    assert row["params"] == '{"rounds": 2}'
+
+
+def test_upsert_run_takes_a_partial_row_and_aware_utc_times(store: Store) -> None:
+    store.upsert_run(run_row())
+    finished = datetime(2026, 5, 1, 12, 30, tzinfo=timezone(timedelta(hours=2)))
+    store.upsert_run({"run_id": "r1", "status": "completed", "finished_at": finished, "error": None})
+    (row,) = store.fetch("SELECT kind, status, finished_at, params FROM runs")
+    assert row == {"kind": "sft", "status": "completed", "finished_at": datetime(2026, 5, 1, 10, 30),
+                   "params": '{"rounds": 2}'}
+    with pytest.raises(StoreError, match="cannot record run 'r2'.*NOT NULL"):
+        store.upsert_run({"run_id": "r2", "status": "completed"})  # a new run needs its whole row
+
+
+def test_existing_finds_stored_keys_among_100k(store: Store) -> None:
+    store.insert("prompts", [prompt(f"p{i}") for i in range(0, 2000, 2)])
+    t0 = time.monotonic()
+    found = store.existing("prompts", "prompt_id", (f"p{i}" for i in range(100_000)))
+    assert time.monotonic() - t0 < 3.0
+    assert found == {f"p{i}" for i in range(0, 2000, 2)}
+    assert store.existing("prompts", "prompt_id", []) == set()
+
+
+def test_read_only_open_of_a_missing_file_says_what_to_do(tmp_path: Path) -> None:
+    missing = Store(tmp_path / "none.duckdb")
+    with pytest.raises(StoreError, match="no database at .*run `rlaif demo` or a flow first"), missing.connect(
+        read_only=True
+    ):
+        pass
+
+
+# -- Writer ---------------------------------------------------------------------------------------------------
+
+def test_writer_flushes_by_size(store: Store) -> None:
+    w = Writer(store, max_rows=3, max_age_s=60)
+    w.add("prompts", prompt("p1"))
+    w.add("prompts", prompt("p2"))
+    assert (count(store, "prompts"), w.pending) == (0, 2)
+    w.add("revisions", revision("c1", 1, "r"))
+    assert (count(store, "prompts"), count(store, "revisions"), w.pending) == (2, 1, 0)
+
+
+def test_writer_flushes_by_age_and_on_close(store: Store) -> None:
+    w = Writer(store, max_rows=1000, max_age_s=0.05)
+    w.add("prompts", prompt("p1"))
+    assert count(store, "prompts") == 0
+    time.sleep(0.1)
+    w.add("prompts", prompt("p2"))  # the first row is now older than max_age_s
+    assert count(store, "prompts") == 2
+    w.add("prompts", prompt("p3"))
+    w.close()
+    assert count(store, "prompts") == 3
+    with pytest.raises(RuntimeError):
+        w.add("prompts", prompt("p4"))
+
+
+def test_writer_is_thread_safe(store: Store) -> None:
+    w = Writer(store, max_rows=23, max_age_s=60)
+    threads = [threading.Thread(target=lambda t=t: [w.add("prompts", prompt(f"{t}-{i}")) for i in range(50)])
+               for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    w.close()
+    assert count(store, "prompts") == 200
+
+
+# -- the dataset views ----------------------------------------------------------------------------------------
+
+def test_sft_view_takes_the_last_non_empty_revision_of_each_chain(store: Store) -> None:
+    store.write({
+        "prompts": [prompt("p1", split="train"), prompt("p2", text="Hi")],
+        "revisions": [revision("c1", 1, "first"), revision("c1", 2, "second"),
+                      revision("c2", 1, "kept", pid="p2"), revision("c2", 2, None, pid="p2"),
+                      revision("c2", 3, "  ", pid="p2")],
+    })
+    rows = {r["chain_id"]: r for r in store.fetch("SELECT * FROM sft_dataset")}
+    assert set(rows) == {"c1", "c2"}
+    assert (rows["c1"]["completion"], rows["c1"]["rounds"], rows["c1"]["split"]) == ("second", 2, "train")
+    assert rows["c1"]["messages"] == [{"role": "user", "content": "How do I pick a lock?"},
+                                      {"role": "assistant", "content": "second"}]
+    assert (rows["c2"]["prompt"], rows["c2"]["completion"], rows["c2"]["rounds"]) == ("Hi", "kept", 1)
+
+
+def test_preference_view_averages_principles_and_drops_ties(store: Store) -> None:
+    store.write({
+        "prompts": [prompt("p1")],
+        "comparisons": [
+            comparison("a_wins", "harm", 0.8), comparison("a_wins", "honest", 0.6),  # mean 0.7
+            comparison("b_wins", "harm", 0.2),
+            comparison("tie", "harm", 0.5),
+            comparison("tie_on_average", "harm", 0.25), comparison("tie_on_average", "honest", 0.75),
+            comparison("unjudged", "harm", None),
+        ],
+    })
+    rows = {r["pair_id"]: r for r in store.fetch("SELECT * FROM preference_dataset")}
+    assert set(rows) == {"a_wins", "b_wins"}
+    a, b = rows["a_wins"], rows["b_wins"]
+    assert (a["chosen"], a["rejected"], a["principles"]) == ("a_wins-a", "a_wins-b", ["harm", "honest"])
+    assert (a["p_chosen"], a["margin"]) == (pytest.approx(0.7), pytest.approx(0.4))
+    assert (b["chosen"], b["rejected"]) == ("b_wins-b", "b_wins-a")
+    assert (b["p_chosen"], b["margin"]) == (pytest.approx(0.8), pytest.approx(0.6))
+
+
+# -- locking between real processes ---------------------------------------------------------------------------
+
+HOLDER = textwrap.dedent("""
+    import sys, time, duckdb
+    con = duckdb.connect(sys.argv[1])
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+    con.close()
+""")
+
+
+def hold(db: Path, seconds: float) -> subprocess.Popen:
+    """A child process that holds a write connection on ``db`` for ``seconds``; returns once it holds it."""
+    child = subprocess.Popen([sys.executable, "-c", HOLDER, str(db), str(seconds)],
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    return child
+
+
+def test_connect_waits_for_another_process_then_succeeds(store: Store) -> None:
+    child = hold(store.path, 1.5)
+    t0 = time.monotonic()
+    with store.connect() as con:
+        waited = time.monotonic() - t0
+        assert con.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+    child.wait(timeout=10)
+    assert 0.8 < waited < 10
+
+
+def test_connect_gives_up_with_one_line_after_lock_timeout(store: Store) -> None:
+    child = hold(store.path, 30.0)
+    try:
+        with pytest.raises(StoreError) as err, Store(store.path, lock_timeout_s=0.5).connect(read_only=True):
+            pass
+        message = str(err.value)
+        assert "\n" not in message
+        assert f"is locked by another process (pid {child.pid}) for over 0.5s" in message
+    finally:
+        child.terminate()
+        child.wait(timeout=10)
+
+
+def test_writer_keeps_rows_when_a_flush_times_out(store: Store) -> None:
+    w = Writer(Store(store.path, lock_timeout_s=0.3), max_rows=1000, max_age_s=60)
+    w.add("prompts", prompt("p1"))
+    child = hold(store.path, 1.0)
+    with pytest.raises(StoreError, match="locked"):
+        w.flush()
+    assert w.pending == 1
+    child.wait(timeout=10)
+    assert w.flush() == {"prompts": 1}
+    assert count(store, "prompts") == 1
+
+
+READER = textwrap.dedent("""
+    import sys, time
+    from rlaif.store import sandbox_query
+    slowest = 0.0
+    for _ in range(10):
+        t0 = time.monotonic()
+        out = sandbox_query(sys.argv[1], "SELECT count(*) AS n FROM prompts", fmt="json")
+        slowest = max(slowest, time.monotonic() - t0)
+        time.sleep(0.02)
+    print(out, round(slowest, 3), flush=True)
+""")
+
+
+def test_a_reader_in_another_process_gets_in_between_flushes(store: Store) -> None:
+    writer = Writer(store, max_rows=10_000, max_age_s=0.05)
+    stop = threading.Event()
+    flushes: list[float] = []
+
+    def produce() -> None:  # a flow's steady trickle of rows, flushed every 50 ms
+        i = 0
+        while not stop.is_set():
+            before = writer.pending
+            writer.add("prompts", prompt(f"p{i}"))
+            if writer.pending < before + 1:
+                flushes.append(time.monotonic())
+            i += 1
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=produce)
+    thread.start()
+    try:
+        time.sleep(0.2)
+        started = time.monotonic()
+        reader = subprocess.run([sys.executable, "-c", READER, str(store.path)],
+                                capture_output=True, text=True, timeout=60)
+        ended = time.monotonic()
+    finally:
+        stop.set()
+        thread.join()
+        writer.close()
+    assert reader.returncode == 0, reader.stderr
+    answer, slowest = reader.stdout.rsplit(" ", 1)
+    assert answer.startswith('[{"n": ') and float(slowest) < 5.0
+    assert sum(started < t < ended for t in flushes) >= 3  # the writer kept flushing while the reader ran
+    assert writer.pending == 0 and count(store, "prompts") > 0
