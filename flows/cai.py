@@ -47,12 +47,13 @@ def cai_flow(
     rounds: int = 1,
     max_tokens: int = 160,
     temperature: float = 0.7,
+    judge: bool = True,
     kind: str = "demo",
     settings_overrides: dict | None = None,
     show_progress: bool = True,
 ) -> dict:
     """Respond, critique and revise, judge both orders; returns the run summary."""
-    config = CaiConfig(rounds=rounds, max_tokens=max_tokens, temperature=temperature)
+    config = CaiConfig(rounds=rounds, max_tokens=max_tokens, temperature=temperature, judge=judge)
     loaded = load_constitution_task(constitution)
     rows = load_prompts_task(prompts, limit)
     return generate_task(settings_overrides or {}, loaded, rows, config, kind, show_progress)

