@@ -282,3 +282,36 @@ def test_real_judge_choice_logprobs(smol):
     result = run_all([smol.choose(_judge("real", prompt))])[0]
     assert result.ok and all(math.isfinite(lp) for lp in result.logprobs.values())
     assert math.isclose(sum(result.probabilities().values()), 1.0)
+
+
+# --- shared-prefix reuse ----------------------------------------------------------------------------------------
+
+SHARED = "the river and the mountain and the old stone bridge " * 6  # well over MIN_SHARED_PREFIX tokens
+
+
+def test_shared_prefix_len_keeps_the_reserve_and_ignores_short_prefixes():
+    from rlaif.engines.transformers_engine import MIN_SHARED_PREFIX, shared_prefix_len
+
+    base = list(range(100))
+    assert shared_prefix_len([base + [1, 2], base + [3]], reserve=1) == 100
+    assert shared_prefix_len([base, base], reserve=5) == 95  # identical rows still keep a suffix to run
+    short = list(range(MIN_SHARED_PREFIX - 1))
+    assert shared_prefix_len([short + [1], short + [2]], reserve=1) == 0
+
+
+def test_greedy_replies_with_a_shared_prefix_equal_the_replies_alone(engine):
+    requests = [chat(f"p{i}", SHARED + tail, temperature=0, max_tokens=8, ignore_eos=True)
+                for i, tail in enumerate(["cat", "a dog ran far", "sun"])]
+    alone = [run_all([engine.chat(r)])[0].text for r in requests]
+    together = [r.text for r in run_all([engine.chat(r) for r in requests])]
+    assert together == alone
+
+
+def test_choice_logprobs_with_a_shared_prefix_equal_those_alone(engine):
+    requests = [ChoiceRequest(key=f"c{i}", prompt=SHARED + tail, choices=("A", "B", "AB")) for i, tail in
+                enumerate([" one (", " two three (", " four five six ("])]
+    alone = [run_all([engine.choose(r)])[0].logprobs for r in requests]
+    together = [r.logprobs for r in run_all([engine.choose(r) for r in requests])]
+    for a, t in zip(alone, together):
+        assert a.keys() == t.keys()
+        assert all(t[c] == pytest.approx(a[c], abs=1e-4) for c in a)

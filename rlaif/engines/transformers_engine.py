@@ -141,18 +141,19 @@ class TransformersEngine:
         started = time.time()
         if self._model is None:
             raise EngineError("the transformers engine is closed")
-        texts = [self._render_chat(r) for r in requests]
-        enc = self._tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        prompts = [self._tokenizer(self._render_chat(r), add_special_tokens=False)["input_ids"] for r in requests]
         seed = batch_seed(r.params.seed for r in requests)
         with torch.inference_mode():
+            ids, mask, cache = self._prefill_shared_prefix(prompts, reserve=1)
             if seed is not None:
                 torch.manual_seed(seed)
-            out = self._model.generate(**enc, **self._generate_options(requests[0].params))
-        new = out[:, enc["input_ids"].shape[1] :]
+            out = self._model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache,
+                                       **self._generate_options(requests[0].params))
+        new = out[:, ids.shape[1] :]
         ends = _first_match(new, self._eos_ids).tolist()
         rows = new.tolist()
         texts = self._tokenizer.batch_decode([row[:end] for row, end in zip(rows, ends)], skip_special_tokens=True)
-        prompt_tokens = enc["attention_mask"].sum(dim=1).tolist()
+        prompt_tokens = [len(p) for p in prompts]
         latency = time.time() - started
         results = []
         for req, text, end, n_new, n_prompt in zip(requests, texts, ends, [len(r) for r in rows], prompt_tokens):
@@ -282,21 +283,65 @@ class TransformersEngine:
         """Log-softmax over the vocabulary at the last ``keep`` positions of each left-padded row."""
         import torch
 
-        width = max(len(r) for r in rows)
+        ids, mask, cache = self._prefill_shared_prefix(rows, reserve=keep)
+        cached = cache.get_seq_length() if cache is not None else 0
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # real tokens count from 0 whatever the padding
+        out = self._model(
+            input_ids=ids[:, cached:],
+            attention_mask=mask,
+            position_ids=positions[:, cached:],
+            past_key_values=cache,
+            logits_to_keep=keep,
+            use_cache=cache is not None,
+        )
+        return out.logits.float().log_softmax(dim=-1)
+
+    def _prefill_shared_prefix(self, rows: list[list[int]], reserve: int) -> tuple[Any, Any, Any]:
+        """Pad a batch for the model, running the prefix every row shares only once.
+
+        Critique, revision and judge prompts all begin with the constitution's few-shot exemplars, hundreds of
+        tokens that are the same in every row; on a CPU their prefill dominates a batch. The shared prefix goes
+        through the model once, its KV cache is repeated for each row, and each row's own suffix is left-padded
+        after it (padding in the middle; positions follow the attention mask, so the model sees no gap). Returns
+        ``(ids, mask, cache)`` where ``cache`` holds the prefix (None when no prefix is worth sharing) and
+        ``ids``/``mask`` cover prefix + padded suffixes. ``reserve`` tokens of every row stay out of the prefix.
+        """
+        import torch
+
+        shared = shared_prefix_len(rows, reserve) if len(rows) > 1 else 0
+        width = shared + max(len(r) - shared for r in rows)
         ids = torch.full((len(rows), width), self._tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, row in enumerate(rows):
-            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-            mask[i, width - len(row) :] = 1
-        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # real tokens count from 0 whatever the padding
-        out = self._model(
-            input_ids=ids.to(self.device),
-            attention_mask=mask.to(self.device),
-            position_ids=positions.to(self.device),
-            logits_to_keep=keep,
-            use_cache=False,
-        )
-        return out.logits.float().log_softmax(dim=-1)
+            ids[i, :shared] = torch.tensor(row[:shared], dtype=torch.long)
+            mask[i, :shared] = 1
+            ids[i, width - (len(row) - shared) :] = torch.tensor(row[shared:], dtype=torch.long)
+            mask[i, width - (len(row) - shared) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        if not shared:
+            return ids, mask, None
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self._model.config)
+        self._model(input_ids=ids[:1, :shared], past_key_values=cache, use_cache=True, logits_to_keep=1)
+        cache.batch_repeat_interleave(len(rows))
+        return ids, mask, cache
+
+
+MIN_SHARED_PREFIX = 32  # tokens: below this, a separate prefix pass costs more than it saves
+
+
+def shared_prefix_len(rows: Sequence[Sequence[int]], reserve: int) -> int:
+    """Length of the token prefix all rows share, leaving at least ``reserve`` tokens of each row after it.
+
+    Returns 0 when the shared part is shorter than ``MIN_SHARED_PREFIX``.
+    """
+    limit = min(len(r) for r in rows) - reserve
+    first = rows[0]
+    n = 0
+    while n < limit and all(r[n] == first[n] for r in rows):
+        n += 1
+    return n if n >= MIN_SHARED_PREFIX else 0
 
 
 def batch_seed(seeds: Iterable[int | None]) -> int | None:
