@@ -122,7 +122,7 @@ def sql(
     format: str = typer.Option("table", "--format", "-f", help="table | csv | json"),
 ) -> None:
     """Query the database read-only (works while a flow is writing; files outside it cannot be read)."""
-    from rlaif.store import sandbox_query
+    from rlaif.sandbox import sandbox_query
 
     if format not in ("table", "csv", "json"):
         raise UserError(f"--format must be table, csv or json, got {format!r}")

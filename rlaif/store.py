@@ -15,9 +15,6 @@ CLI should import it inside the commands that touch the database, so ``rlaif --h
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 import random
 import re
@@ -26,7 +23,6 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -330,171 +326,6 @@ class Writer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-# -- the read-only SQL sandbox (`rlaif sql`) ------------------------------------------------------------------
-
-SANDBOX_CONFIG: dict[str, Any] = {
-    "enable_external_access": False,  # no files, no network: only the database itself
-    "lock_configuration": True,  # no SET/PRAGMA that changes settings
-    "autoload_known_extensions": False,
-    "autoinstall_known_extensions": False,
-}
-# Statement types a query may have; anything else is refused before DuckDB sees it.
-_READ_TYPES = {"SELECT", "EXPLAIN", "PRAGMA"}
-_READ_PRAGMAS = {
-    "table_info", "show_tables", "show_tables_expanded", "show", "database_size", "database_list",
-    "storage_info", "version", "platform", "functions", "collations", "show_databases", "metadata_info",
-}
-
-
-_MODIFIERS = {"OR", "REPLACE", "TEMP", "TEMPORARY", "PERSISTENT", "UNIQUE"}
-
-
-def _statement_label(query: str) -> str:
-    """The leading keyword(s) of a statement, for messages: 'INSERT', 'CREATE TABLE', 'COPY ... TO'."""
-    words = [w for w in re.findall(r"[A-Za-z_]+", query)[:6] if w.upper() not in _MODIFIERS]
-    head = words[0].upper() if words else "?"
-    if head in {"CREATE", "DROP", "ALTER", "FORCE", "EXPORT", "PRAGMA"} and len(words) > 1:
-        return f"{head} {words[1].upper() if head != 'PRAGMA' else words[1]}"
-    if head == "COPY":
-        return "COPY ... TO" if re.search(r"\bTO\b", query, re.I) else "COPY ... FROM"
-    return head
-
-
-def _check_read_only(sql: str) -> str:
-    """Refuse anything but a single read statement; returns that statement's text."""
-    try:
-        statements = duckdb.extract_statements(sql)
-    except duckdb.Error as exc:
-        raise StoreError(f"rlaif sql: {_first_line(exc)}") from None
-    if len(statements) != 1:
-        raise StoreError(f"rlaif sql runs exactly one statement; got {len(statements)}")
-    stmt = statements[0]
-    try:
-        kind = stmt.type.name
-    except ValueError:  # a statement type this duckdb build cannot even name
-        kind = "UNKNOWN"
-    label = _statement_label(stmt.query)
-    if kind not in _READ_TYPES:
-        raise StoreError(f"rlaif sql is read-only: {label} is not allowed (only SELECT, WITH, DESCRIBE, SHOW)")
-    if kind == "PRAGMA" and label.split()[-1].lower() not in _READ_PRAGMAS:
-        raise StoreError(f"rlaif sql is read-only: {label} is not allowed")
-    if kind == "EXPLAIN":
-        inner = re.sub(r"^\s*EXPLAIN(\s+ANALY[SZ]E)?\s+", "", stmt.query, flags=re.I)
-        _check_read_only(inner)
-    return stmt.query
-
-
-def _sandbox_error(exc: duckdb.Error, timeout_s: float) -> StoreError:
-    """Turn a DuckDB refusal into one line that says what was refused and why."""
-    text = _first_line(exc)
-    if isinstance(exc, duckdb.InterruptException):
-        return StoreError(
-            f"rlaif sql stopped the query after {timeout_s:g}s (a long read holds the database and delays a "
-            "running flow's writes); add a LIMIT or a WHERE, or export the dataset"
-        )
-    if "file system operations are disabled" in text:
-        where = re.search(r'"([^"]*)"', text)
-        return StoreError(f"rlaif sql cannot read files outside the database: {where.group(1) if where else text}")
-    if "configuration has been locked" in text:
-        return StoreError("rlaif sql is read-only: settings cannot be changed")
-    if "extensions is disabled" in text:
-        return StoreError("rlaif sql cannot load extensions")
-    if "read-only mode" in text:
-        kind = re.search(r'statement of type "(\w+)"', text)
-        return StoreError(f"rlaif sql is read-only: {kind.group(1) if kind else 'writing'} is not allowed")
-    return StoreError(f"rlaif sql: {text}")
-
-
-def sandbox_rows(
-    db: str | Path, sql: str, *, max_rows: int = 10_000, timeout_s: float = 10.0
-) -> tuple[list[str], list[tuple], bool]:
-    """Run one read-only query in the sandbox: (column names, at most ``max_rows`` rows, whether more existed).
-
-    The connection is read-only with file access, extensions and settings locked, so the statement check above
-    is a convenience for clear messages and DuckDB itself is the guard. ``timeout_s`` (below a writer's lock
-    timeout) keeps a long query from starving a flow that is writing to the same file.
-    """
-    statement = _check_read_only(sql)
-    with Store(db).connect(read_only=True, config=SANDBOX_CONFIG) as con:
-        timer = threading.Timer(timeout_s, con.interrupt)
-        timer.start()
-        try:
-            cur = con.execute(statement)
-            columns = [d[0] for d in cur.description or ()]
-            rows = cur.fetchmany(max_rows + 1)
-        except duckdb.Error as exc:
-            raise _sandbox_error(exc, timeout_s) from None
-        finally:
-            timer.cancel()
-    return columns, rows[:max_rows], len(rows) > max_rows
-
-
-def _text(value: Any) -> str:
-    """One cell as text: lists and structs (messages) as JSON, NULL as empty."""
-    if value is None:
-        return ""
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, default=str, ensure_ascii=False)
-    return str(value)
-
-
-def _to_csv(columns: list[str], rows: list[tuple]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows([_text(v) for v in row] for row in rows)
-    return buf.getvalue()
-
-
-def _to_table(columns: list[str], rows: list[tuple], more: bool, max_width: int = 80) -> str:
-    """A plain aligned table; cells are cut at ``max_width`` (csv/json give full values), numbers right-aligned."""
-
-    def cell(value: Any) -> str:
-        text = "NULL" if value is None else _text(value).replace("\n", "\\n")
-        return text if len(text) <= max_width else text[: max_width - 3] + "..."
-
-    cells = [[cell(v) for v in row] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    numeric = []
-    for i in range(len(columns)):
-        present = [r[i] for r in rows if r[i] is not None]
-        numeric.append(bool(present) and all(isinstance(v, (int, float, Decimal)) and not isinstance(v, bool)
-                                               for v in present))
-
-    def line(values: list[str]) -> str:
-        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)]
-        return " | ".join(parts).rstrip()
-
-    out = [line(columns), "-+-".join("-" * w for w in widths)] + [line(r) for r in cells]
-    n = len(rows)
-    out.append(f"(first {n} rows shown; add a LIMIT or a WHERE to see the rest)" if more
-               else f"({n} row{'s' if n != 1 else ''})")
-    return "\n".join(out) + "\n"
-
-
-def sandbox_query(
-    db: str | Path,
-    sql: str,
-    *,
-    fmt: Literal["table", "csv", "json"] = "table",
-    max_rows: int = 10_000,
-    timeout_s: float = 10.0,
-) -> str:
-    """Run one read-only query and format it: an aligned text table, CSV with a header, or a JSON array.
-
-    Any refusal or failure is a ``StoreError`` with one line. CSV and JSON stop silently at ``max_rows`` (they
-    must stay machine-readable); the table says when rows were left out.
-    """
-    if fmt not in ("table", "csv", "json"):
-        raise ConfigError(f"unknown format {fmt!r}; expected one of: table, csv, json")
-    columns, rows, more = sandbox_rows(db, sql, max_rows=max_rows, timeout_s=timeout_s)
-    if fmt == "csv":
-        return _to_csv(columns, rows)
-    if fmt == "json":
-        return json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str, ensure_ascii=False)
-    return _to_table(columns, rows, more)
 
 
 # -- dataset export -------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ import duckdb
 import pytest
 
 from rlaif.errors import ConfigError, StoreError
-from rlaif.store import SANDBOX_CONFIG, Store, sandbox_query, utcnow
+from rlaif.sandbox import SANDBOX_CONFIG, sandbox_query
+from rlaif.store import Store, utcnow
 
 READ_ONLY = "rlaif sql is read-only: "
 NO_FILES = "rlaif sql cannot read files outside the database: "

@@ -317,7 +317,7 @@ def test_writer_keeps_rows_when_a_flush_times_out(store: Store) -> None:
 
 READER = textwrap.dedent("""
     import sys, time
-    from rlaif.store import sandbox_query
+    from rlaif.sandbox import sandbox_query
     slowest = 0.0
     for _ in range(10):
         t0 = time.monotonic()

@@ -281,7 +281,6 @@ class TransformersEngine:
 
     def _last_logprobs(self, rows: list[list[int]], keep: int) -> torch.Tensor:
         """Log-softmax over the vocabulary at the last ``keep`` positions of each left-padded row."""
-        import torch
 
         ids, mask, cache = self._prefill_shared_prefix(rows, reserve=keep)
         cached = cache.get_seq_length() if cache is not None else 0
