@@ -280,8 +280,7 @@ class TransformersEngine:
         return sums.tolist()
 
     def _last_logprobs(self, rows: list[list[int]], keep: int) -> torch.Tensor:
-        """Log-softmax over the vocabulary at the last ``keep`` positions of each left-padded row."""
-
+        """Log-softmax over the vocabulary at the last ``keep`` positions of each row (all rows end together)."""
         ids, mask, cache = self._prefill_shared_prefix(rows, reserve=keep)
         cached = cache.get_seq_length() if cache is not None else 0
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # real tokens count from 0 whatever the padding
