@@ -69,7 +69,9 @@ class Settings(BaseSettings):
     api_key: str = Field("EMPTY", description="API key sent to the OpenAI-compatible endpoint(s)")
     concurrency: int = Field(64, ge=1, le=4096, description="requests kept in flight at once (openai engine)")
     batch_size: int = Field(16, ge=1, le=1024, description="largest batch an in-process engine runs at once")
-    request_timeout_s: float = Field(120.0, gt=0, description="timeout of one engine request, in seconds")
+    # Generous because a CPU vLLM server with 64 requests in flight gives each only a token or two per second;
+    # a dead server still shows up at once as a connection error.
+    request_timeout_s: float = Field(600.0, gt=0, description="timeout of one engine request, in seconds")
     max_retries: int = Field(4, ge=0, le=20, description="retries of one request after 429/5xx/timeouts")
     seed: int = Field(0, description="run seed: per-request seeds and principle draws derive from it")
     cache_dir: Path = Field(Path.home() / ".cache" / "rlaif", description="converted models and vLLM cache")
