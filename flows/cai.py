@@ -51,9 +51,11 @@ def cai_flow(
     kind: str = "demo",
     settings_overrides: dict | None = None,
     show_progress: bool = True,
+    ignore_eos: bool = False,
 ) -> dict:
     """Respond, critique and revise, judge both orders; returns the run summary."""
-    config = CaiConfig(rounds=rounds, max_tokens=max_tokens, temperature=temperature, judge=judge)
+    config = CaiConfig(rounds=rounds, max_tokens=max_tokens, temperature=temperature, judge=judge,
+                       ignore_eos=ignore_eos)
     loaded = load_constitution_task(constitution)
     rows = load_prompts_task(prompts, limit)
     return generate_task(settings_overrides or {}, loaded, rows, config, kind, show_progress)

@@ -39,6 +39,7 @@ class CaiConfig:
     temperature: float = 0.7
     top_p: float = 0.95
     judge: bool = True  # judge original vs. final revision in both orders
+    ignore_eos: bool = False  # benchmarks only: every generated turn runs to exactly max_tokens tokens
 
     def __post_init__(self) -> None:
         from rlaif.errors import ConfigError
@@ -51,7 +52,8 @@ class CaiConfig:
             raise ConfigError(f"temperature must be between 0 and 2, got {self.temperature}")
 
     def params(self) -> SamplingParams:
-        return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens)
+        return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
+                              ignore_eos=self.ignore_eos)
 
 
 @dataclass
