@@ -57,10 +57,14 @@ def demo(
 ) -> None:
     """Critique-revise and judge the built-in prompts on the configured engine; print counts and SQL."""
     from rlaif.demo import run_demo
+    from rlaif.errors import EngineError
 
-    summary = run_demo(_settings(), constitution=constitution, limit=limit, rounds=rounds,
-                       max_tokens=max_tokens, use_prefect=prefect, show_progress=progress)
-    _echo(summary)
+    report, summary = run_demo(_settings(), constitution=constitution, limit=limit, rounds=rounds,
+                               max_tokens=max_tokens, use_prefect=prefect, show_progress=progress)
+    _echo(report)
+    if summary["failed_prompts"]:
+        raise EngineError(f"{summary['failed_prompts']} of {summary['prompts']} prompts failed "
+                          f"({summary['errors'][0]}); run the same command again to retry just those")
 
 
 @app.command("config")

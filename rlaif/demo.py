@@ -36,8 +36,8 @@ def load_flow_module(name: str) -> ModuleType:
 
 
 def run_demo(settings: "Settings", *, constitution: str = "harmless", limit: int | None = None, rounds: int = 1,
-             max_tokens: int = 160, use_prefect: bool = True, show_progress: bool = True) -> str:
-    """Run the demo and return the text to print: the run summary, row counts and example queries."""
+             max_tokens: int = 160, use_prefect: bool = True, show_progress: bool = True) -> tuple[str, dict]:
+    """Run the demo; return the text to print (summary, row counts, example queries) and the run summary."""
     from rlaif.constitution import load_constitution, resolve_constitution
     from rlaif.pipeline import CaiConfig
     from rlaif.prompts import load_prompts
@@ -56,7 +56,7 @@ def run_demo(settings: "Settings", *, constitution: str = "harmless", limit: int
         from rlaif.runner import run_generation
 
         summary = run_generation(settings, loaded, prompts, config, show_progress=show_progress).as_dict()
-    return format_report(settings, summary)
+    return format_report(settings, summary), summary
 
 
 def format_report(settings: "Settings", summary: dict) -> str:
@@ -66,7 +66,8 @@ def format_report(settings: "Settings", summary: dict) -> str:
     counts = store.fetch(" UNION ALL ".join(f"SELECT '{t}' AS name, count(*) AS n FROM {t}" for t in COUNTED))
     lines = [
         f"run {summary['run_id']}: {summary['prompts']} prompts, {summary['revisions']} revised, "
-        f"{summary['comparisons']} judged, {summary['failed_prompts']} failed; {summary['output_tokens']} tokens "
+        f"{summary['comparisons']} judged, {summary['empty_outputs']} empty, {summary['failed_prompts']} failed; "
+        f"{summary['output_tokens']} tokens "
         f"in {summary['seconds']:.1f} s ({summary['tokens_per_s']:.1f} tok/s)",
         "",
         f"rows in {settings.db}:",
@@ -76,6 +77,4 @@ def format_report(settings: "Settings", summary: dict) -> str:
     ]
     for title, query in EXAMPLE_QUERIES:
         lines += [f"  # {title}", f'  rlaif sql "{query}"']
-    for error in summary.get("errors", [])[:5]:
-        lines.append(f"warning: {error}")
     return "\n".join(lines)

@@ -65,7 +65,8 @@ class RunSummary:
     responses: int = 0
     revisions: int = 0
     comparisons: int = 0
-    failed_prompts: int = 0
+    failed_prompts: int = 0  # an engine call failed for good; the next run retries it
+    empty_outputs: int = 0  # the model returned nothing; kept as data (NULL), not retried
     engine_calls: int = 0
     output_tokens: int = 0
     seconds: float = 0.0
@@ -133,8 +134,7 @@ async def run_cai(
             try:
                 await _chain(prompt, recorder, constitution, writer, run_id, config, run_seed, summary)
             except Exception as exc:  # a bug in one chain must not sink the run; it is counted and reported
-                summary.failed_prompts += 1
-                summary.errors.append(f"{prompt.prompt_id}: {type(exc).__name__}: {exc}")
+                _failed(summary, prompt, "chain", f"{type(exc).__name__}: {exc}")
             if on_prompt_done:
                 on_prompt_done(recorder.tokens_out)
 
@@ -149,24 +149,34 @@ async def run_cai(
 
 async def _chain(prompt: "PromptRow", engine: RecordingEngine, constitution: "Constitution", writer: "Writer",
                  run_id: str, config: CaiConfig, run_seed: int, summary: RunSummary) -> None:
-    """One prompt: respond, critique/revise, judge. A failed call ends the chain; its attempts are recorded."""
+    """One prompt: respond, critique/revise, judge.
+
+    An engine failure ends the chain and is reported (its attempts are already recorded); nothing that depends
+    on the failed call is written, so the next run redoes exactly that part. An empty output is data, not a
+    failure: it is stored as NULL and ends the chain the same way on every run.
+    """
     params = config.params()
     seeded = replace(params, seed=derive_seed(run_seed, prompt.prompt_id, "respond"))
     first = await respond(prompt, engine, constitution, seeded)
+    if not first.ok:
+        return _failed(summary, prompt, "respond", first.error)
     original = clean_output(first.text)
     if original is None:
-        summary.failed_prompts += 1
+        summary.empty_outputs += 1
         return
     summary.responses += 1
     rounds = await critique_revise(prompt, original, engine, constitution, params,
                                    rounds=config.rounds, run_seed=run_seed)
     chain = chain_id(prompt.prompt_id, constitution.version, engine.model, run_seed, config)
     for r in rounds:
+        error = r.critique.error or (r.revision.error if r.revision else None)
+        if error:
+            return _failed(summary, prompt, f"round {r.number}", error)
         writer.add("revisions", _revision_row(chain, r, prompt, original, first.key, run_id, constitution,
                                               engine.model))
-    final = rounds[-1].revised_text if rounds else None
-    if final is None or len(rounds) < config.rounds:
-        summary.failed_prompts += 1
+    final = rounds[-1].revised_text if len(rounds) == config.rounds else None
+    if final is None:
+        summary.empty_outputs += 1
         return
     summary.revisions += 1
     if not config.judge or final == original:
@@ -176,11 +186,15 @@ async def _chain(prompt: "PromptRow", engine: RecordingEngine, constitution: "Co
     verdict = await judge_pair(engine, constitution, principle, list(prompt.messages), original, final,
                                prompt.prompt_id)
     if verdict.p_a is None:
-        summary.failed_prompts += 1
-        return
+        return _failed(summary, prompt, "judge", verdict.ab.error or verdict.ba.error)
     writer.add("comparisons", _comparison_row(pair, chain, verdict, prompt, original, final, run_id,
                                               constitution, engine.model))
     summary.comparisons += 1
+
+
+def _failed(summary: RunSummary, prompt: "PromptRow", where: str, error: str | None) -> None:
+    summary.failed_prompts += 1
+    summary.errors.append(f"prompt {prompt.prompt_id[:12]} {where}: {error}")
 
 
 def _revision_row(chain: str, r: Round, prompt: "PromptRow", original: str, response_key: str, run_id: str,

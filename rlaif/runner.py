@@ -41,8 +41,9 @@ def run_generation(
 ) -> RunSummary:
     """Generate SFT and preference rows for ``prompts``; returns the run's summary.
 
-    The run row is marked ``completed`` when every prompt was tried (failed prompts are data, counted in the
-    summary and in the attempts table) and ``failed`` if the run itself stopped; buffered rows are flushed first.
+    The run row ends ``completed`` when every chain finished, ``partial`` when some engine calls failed for good
+    (they are in the attempts table, and the next run retries just those), and ``failed`` if the run itself
+    stopped; buffered rows are flushed first.
     """
     from rlaif.engines import create_engine
     from rlaif.store import Writer
@@ -75,5 +76,9 @@ def run_generation(
             exc.add_note(f"buffered rows were not written: {flush_exc}")
         finish_run(store, run_id, "failed", f"{type(exc).__name__}: {exc}")
         raise
-    finish_run(store, run_id, "completed")
+    if summary.failed_prompts:
+        first = summary.errors[0] if summary.errors else "unknown error"
+        finish_run(store, run_id, "partial", f"{summary.failed_prompts} prompts failed; first: {first}")
+    else:
+        finish_run(store, run_id, "completed")
     return summary

@@ -6,7 +6,7 @@
 CREATE TABLE runs (
     run_id               VARCHAR PRIMARY KEY,
     kind                 VARCHAR NOT NULL,      -- 'demo', 'sft', 'prefs', ...
-    status               VARCHAR NOT NULL,      -- 'running' | 'completed' | 'failed'
+    status               VARCHAR NOT NULL,      -- 'running' | 'completed' | 'partial' (some calls failed) | 'failed'
     params               JSON,                  -- the run's options, as given
     constitution_name    VARCHAR,
     constitution_version VARCHAR,

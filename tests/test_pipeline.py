@@ -79,3 +79,26 @@ def test_config_errors_state_the_numbers():
 
     with pytest.raises(ConfigError, match="rounds must be between 1 and 16, got 0"):
         CaiConfig(rounds=0)
+
+
+def test_a_failed_revision_leaves_no_row_and_the_rerun_completes_the_chain(settings, harmless):
+    summary = run_generation(settings, harmless, PROMPTS, CaiConfig(rounds=2), show_progress=False,
+                             engine=FakeEngine().fail(stages=("revise",)))
+    store = Store(settings.db)
+    assert summary.failed_prompts == 3 and "round 1: fake failure" in summary.errors[0]
+    assert _count(store, "revisions") == 0  # a NULL revision row would block the rerun's INSERT OR IGNORE
+    run = store.fetch("SELECT status, error FROM runs")[0]
+    assert run["status"] == "partial" and run["error"].startswith("3 prompts failed")
+
+    retry = FakeEngine()
+    summary = run_generation(settings, harmless, PROMPTS, CaiConfig(rounds=2), engine=retry, show_progress=False)
+    assert summary.failed_prompts == 0
+    assert {r.stage for r in retry.chat_requests} == {"revise", "critique"}  # responses and critique 1 reused
+    assert _count(store, "revisions") == 6 and _count(store, "sft_dataset") == 3
+
+
+def test_empty_outputs_are_data_not_failures(settings, harmless):
+    summary = run_generation(settings, harmless, PROMPTS, CaiConfig(), show_progress=False,
+                             engine=FakeEngine(reply=lambda request: "  "))
+    assert summary.failed_prompts == 0 and summary.empty_outputs == 3 and summary.responses == 0
+    assert Store(settings.db).fetch("SELECT status FROM runs")[0]["status"] == "completed"

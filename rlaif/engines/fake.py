@@ -44,6 +44,7 @@ class FakeEngine:
         self._reply = reply
         self._queue: deque[str] = deque()
         self._fail_keys: set[str] = set()
+        self._fail_stages: set[str] = set()
         self._preference: tuple[str, float] = ("A", 0.75)
         self.chat_requests: list[ChatRequest] = []
         self.choice_requests: list[ChoiceRequest] = []
@@ -57,15 +58,19 @@ class FakeEngine:
         self._preference = (choice, probability)
         return self
 
-    def fail(self, *keys: str) -> "FakeEngine":
-        """Requests with these keys fail (one failed attempt, ``error`` set)."""
+    def fail(self, *keys: str, stages: tuple[str, ...] = ()) -> "FakeEngine":
+        """Requests with these keys, or from these stages, fail (one failed attempt, ``error`` set)."""
         self._fail_keys.update(keys)
+        self._fail_stages.update(stages)
         return self
+
+    def _fails(self, request: ChatRequest | ChoiceRequest) -> bool:
+        return request.key in self._fail_keys or request.stage in self._fail_stages
 
     async def chat(self, request: ChatRequest) -> Completion:
         started = time.time()
         self.chat_requests.append(request)
-        if request.key in self._fail_keys:
+        if self._fails(request):
             return Completion(key=request.key, model=self.model, error="fake failure",
                               attempts=[Attempt(1, "failed", 0.0, started, "fake failure")])
         text = self._queue.popleft() if self._queue else self._reply(request)
@@ -79,7 +84,7 @@ class FakeEngine:
     async def choose(self, request: ChoiceRequest) -> ChoiceResult:
         started = time.time()
         self.choice_requests.append(request)
-        if request.key in self._fail_keys:
+        if self._fails(request):
             return ChoiceResult(key=request.key, model=self.model, error="fake failure",
                                 attempts=[Attempt(1, "failed", 0.0, started, "fake failure")])
         favourite, p = self._preference
