@@ -125,7 +125,6 @@ async def run_cai(
         writer.add("prompts", p.as_row())
     recorder = RecordingEngine(engine, writer, run_id=run_id, constitution_version=constitution.version)
     recorder.preload(store, [p.prompt_id for p in prompts])
-    stored_before = len(recorder.stored)
     gate = asyncio.Semaphore(window)
     started = time.perf_counter()
 
@@ -143,7 +142,7 @@ async def run_cai(
     summary.seconds = time.perf_counter() - started
     summary.engine_calls = recorder.engine_calls
     summary.output_tokens = recorder.tokens_out
-    summary.reused = stored_before  # rows that were already in the database when the run began
+    summary.reused = recorder.replayed
     return summary
 
 

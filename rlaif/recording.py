@@ -35,7 +35,8 @@ class RecordingEngine:
         self.run_id = run_id
         self.constitution_version = constitution_version
         self.stored: dict[str, dict] = {}
-        self.engine_calls = 0
+        self.engine_calls = 0  # tries sent to the engine (retries included)
+        self.replayed = 0  # requests answered from the database instead
         self.tokens_out = 0
 
     def preload(self, store: "Store", prompt_ids: Iterable[str]) -> int:
@@ -54,6 +55,7 @@ class RecordingEngine:
     async def chat(self, request: ChatRequest) -> Completion:
         row = self.stored.get(request.key)
         if row is not None:
+            self.replayed += 1
             return Completion(key=request.key, model=row["model"], text=row["output"],
                               finish_reason=row["finish_reason"], prompt_tokens=row["prompt_tokens"],
                               completion_tokens=row["completion_tokens"], latency_s=row["latency_s"] or 0.0)
@@ -71,6 +73,7 @@ class RecordingEngine:
     async def choose(self, request: ChoiceRequest) -> ChoiceResult:
         row = self.stored.get(request.key)
         if row is not None:
+            self.replayed += 1
             return ChoiceResult(key=request.key, model=row["model"], logprobs=json.loads(row["choice_logprobs"]),
                                 method=row["choice_method"], prompt_tokens=row["prompt_tokens"],
                                 latency_s=row["latency_s"] or 0.0)

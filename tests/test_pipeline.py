@@ -48,6 +48,7 @@ def test_rerun_resumes_without_engine_calls_or_duplicates(settings, harmless):
     summary = run_generation(settings, harmless, PROMPTS, CaiConfig(), engine=again, show_progress=False)
     store = Store(settings.db)
     assert again.chat_requests == [] and again.choice_requests == [] and summary.engine_calls == 0
+    assert summary.reused == len(first.chat_requests) + len(first.choice_requests)
     assert _count(store, "generations") == len(first.chat_requests) + len(first.choice_requests)
     assert _count(store, "revisions") == 3 and _count(store, "comparisons") == 3 and _count(store, "runs") == 2
 
