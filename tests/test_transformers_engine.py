@@ -124,7 +124,7 @@ def test_a_failing_batch_becomes_error_results(engine, monkeypatch):
     for result in results:
         assert not result.ok and result.error == "out of memory (simulated)"
         assert [a.status for a in result.attempts] == ["failed"]
-    assert results[0].text is None and results[2].logprobs == {}
+    assert results[0].text is None and results[2].logprobs == {"A": None, "B": None}
 
 
 def test_a_closed_engine_returns_errors(tiny_dir):

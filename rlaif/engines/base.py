@@ -187,3 +187,9 @@ def run_all(coros: Sequence[Any]) -> list[Any]:
 def ok_attempt(started: float, number: int = 1) -> Attempt:
     """The single successful attempt of an engine that does not retry (in-process engines)."""
     return Attempt(number=number, status="ok", latency_s=time.time() - started, started_at=started)
+
+
+def failed_attempt(started: float, exc: BaseException, number: int = 1) -> Attempt:
+    """A failed attempt whose error is the exception's message on one line (at most 200 characters)."""
+    message = " ".join((str(exc) or type(exc).__name__).split())[:200]
+    return Attempt(number=number, status="failed", latency_s=time.time() - started, started_at=started, error=message)

@@ -11,9 +11,12 @@ the model is not thread-safe, and so the event loop stays free to accept new req
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Generic, TypeVar
+
+from rlaif.engines.base import ChatRequest, ChoiceRequest, ChoiceResult, Completion, failed_attempt
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")
@@ -92,3 +95,35 @@ class MicroBatcher(Generic[Req, Res]):
         """Stop the worker thread this batcher owns (a shared executor is left to its owner)."""
         if self._owns_executor:
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class BatchedEngine:
+    """``chat``/``choose`` for engines whose backend runs batches (transformers, in-process vLLM).
+
+    Subclasses set ``model``, ``_chats`` and ``_choices`` (MicroBatchers over their batch functions). A batch that
+    raises turns into an error result for each of its requests, so a stage never sees an exception.
+    """
+
+    model: str
+    _chats: MicroBatcher[ChatRequest, Completion]
+    _choices: MicroBatcher[ChoiceRequest, ChoiceResult]
+
+    async def chat(self, request: ChatRequest) -> Completion:
+        """Generate one chat reply; a failure comes back as ``Completion(error=...)``, never as an exception."""
+        started = time.time()
+        try:
+            return await self._chats.submit(request)
+        except Exception as exc:
+            attempt = failed_attempt(started, exc)
+            return Completion(key=request.key, model=self.model, latency_s=attempt.latency_s, attempts=[attempt],
+                              error=attempt.error)
+
+    async def choose(self, request: ChoiceRequest) -> ChoiceResult:
+        """Score each choice as the continuation of the raw prompt; failures come back as ``error`` results."""
+        started = time.time()
+        try:
+            return await self._choices.submit(request)
+        except Exception as exc:
+            attempt = failed_attempt(started, exc)
+            return ChoiceResult(key=request.key, model=self.model, logprobs={c: None for c in request.choices},
+                                latency_s=attempt.latency_s, attempts=[attempt], error=attempt.error)

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlaif.engines.base import (
-    Attempt,
     ChatRequest,
     ChoiceRequest,
     ChoiceResult,
@@ -33,7 +32,7 @@ from rlaif.engines.base import (
     content_hash,
     ok_attempt,
 )
-from rlaif.engines.batching import MicroBatcher
+from rlaif.engines.batching import BatchedEngine, MicroBatcher
 from rlaif.errors import EngineError
 from rlaif.models import offline_env, resolve_model_path
 
@@ -43,7 +42,7 @@ if TYPE_CHECKING:
     from rlaif.config import Settings
 
 
-class TransformersEngine:
+class TransformersEngine(BatchedEngine):
     """The engine protocol of ``rlaif.engines.base`` over a local transformers model folder.
 
     Seeds: ``generate`` samples every row of a batch from one global torch generator, so a seed cannot be given
@@ -99,28 +98,6 @@ class TransformersEngine:
             batch_size=settings.batch_size,
             device=settings.device,
         )
-
-    async def chat(self, request: ChatRequest) -> Completion:
-        """Generate one chat reply; a failure comes back as ``Completion(error=...)``, never as an exception."""
-        started = time.time()
-        try:
-            return await self._chats.submit(request)
-        except Exception as exc:
-            attempt = _failed_attempt(started, exc)
-            return Completion(
-                key=request.key, model=self.model, latency_s=attempt.latency_s, attempts=[attempt], error=attempt.error
-            )
-
-    async def choose(self, request: ChoiceRequest) -> ChoiceResult:
-        """Score each choice as the continuation of the raw prompt; failures come back as ``error`` results."""
-        started = time.time()
-        try:
-            return await self._choices.submit(request)
-        except Exception as exc:
-            attempt = _failed_attempt(started, exc)
-            return ChoiceResult(
-                key=request.key, model=self.model, latency_s=attempt.latency_s, attempts=[attempt], error=attempt.error
-            )
 
     async def aclose(self) -> None:
         """Let a running batch finish, stop the worker thread and free the model's memory."""
@@ -399,9 +376,3 @@ def _pick_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise EngineError(f"device {device!r} requested but torch sees no CUDA GPU (use device=cpu or auto)")
     return torch.device(device)
-
-
-def _failed_attempt(started: float, exc: BaseException) -> Attempt:
-    message = str(exc) or type(exc).__name__
-    return Attempt(number=1, status="failed", latency_s=time.time() - started, started_at=started, error=message)
-

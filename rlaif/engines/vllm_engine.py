@@ -26,8 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rlaif.engines.base import Attempt, ChatRequest, ChoiceRequest, ChoiceResult, Completion, SamplingParams, ok_attempt
-from rlaif.engines.batching import MicroBatcher
+from rlaif.engines.base import ChatRequest, ChoiceRequest, ChoiceResult, Completion, SamplingParams, ok_attempt
+from rlaif.engines.batching import BatchedEngine, MicroBatcher
 from rlaif.engines.openai_engine import TOP_LOGPROBS, choice_tail_logprob
 from rlaif.errors import EngineError
 from rlaif.serve import CPU_KVCACHE_GIB, engine_options
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 MAX_CALL = 256
 
 
-class VLLMEngine:
+class VLLMEngine(BatchedEngine):
     """The engine protocol over ``vllm.LLM`` and a local model folder."""
 
     name = "vllm"
@@ -82,33 +82,6 @@ class VLLMEngine:
         from rlaif.models import resolve_model_path
 
         return cls(resolve_model_path(settings), model_name=settings.model, seed=settings.seed)
-
-    async def chat(self, request: ChatRequest) -> Completion:
-        """Generate one chat reply; a failure comes back as ``Completion(error=...)``, never as an exception."""
-        started = time.time()
-        try:
-            return await self._chats.submit(request)
-        except Exception as exc:
-            attempt = _failed_attempt(started, exc)
-            return Completion(
-                key=request.key, model=self.model, latency_s=attempt.latency_s, attempts=[attempt], error=attempt.error
-            )
-
-    async def choose(self, request: ChoiceRequest) -> ChoiceResult:
-        """Score each choice as the continuation of the raw prompt; failures come back as ``error`` results."""
-        started = time.time()
-        try:
-            return await self._choices.submit(request)
-        except Exception as exc:
-            attempt = _failed_attempt(started, exc)
-            return ChoiceResult(
-                key=request.key,
-                model=self.model,
-                logprobs={c: None for c in request.choices},
-                latency_s=attempt.latency_s,
-                attempts=[attempt],
-                error=attempt.error,
-            )
 
     async def aclose(self) -> None:
         """Let a running batch finish, then stop vLLM's engine processes and free the model."""
@@ -214,8 +187,3 @@ def _sampling(params: SamplingParams) -> Any:
         stop=list(params.stop) or None,
         ignore_eos=params.ignore_eos,
     )
-
-
-def _failed_attempt(started: float, exc: BaseException) -> Attempt:
-    message = " ".join((str(exc) or type(exc).__name__).split())[:200]
-    return Attempt(number=1, status="failed", latency_s=time.time() - started, started_at=started, error=message)
