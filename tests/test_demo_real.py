@@ -14,8 +14,8 @@ pytestmark = [pytest.mark.real_model, pytest.mark.prefect]
 
 def test_demo_on_the_embedded_model(tmp_path):
     db = tmp_path / "demo.duckdb"
-    proc = subprocess.run([sys.executable, "-m", "rlaif.cli", "--db", str(db), "demo", "--limit", "2"],
-                          capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    command = [sys.executable, "-m", "rlaif.cli", "--db", str(db), "demo", "--limit", "2", "--max-tokens", "64"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert "2 prompts" in proc.stdout and 'rlaif sql "SELECT' in proc.stdout
