@@ -14,6 +14,7 @@ import pytest  # noqa: E402
 
 from rlaif.constitution import load_constitution, resolve_constitution  # noqa: E402
 from rlaif.engines.fake import FakeEngine  # noqa: E402
+from vllm_fixtures import vllm_server  # noqa: E402,F401  one real vLLM server per session, shared by all modules
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from vllm_fixtures import START_TIMEOUT_S, vllm_server  # noqa: F401  (session fixture)
+from vllm_fixtures import START_TIMEOUT_S
 
 from rlaif.config import EMBEDDED_MODEL
 from rlaif.engines.openai_engine import OpenAIEngine
@@ -49,8 +49,7 @@ class KillAfter:
         await self.inner.aclose()
 
 
-def test_killed_server_then_rerun_completes_without_duplicates_or_repeated_calls(vllm_server, settings,  # noqa: F811
-                                                                                 harmless):
+def test_killed_server_then_rerun_completes_without_duplicates_or_repeated_calls(vllm_server, settings, harmless):
     engine = KillAfter(OpenAIEngine([vllm_server.url], EMBEDDED_MODEL, concurrency=4, **RETRY), vllm_server, 6)
     try:
         first = run_generation(settings, harmless, PROMPTS, CONFIG, engine=engine, show_progress=False)

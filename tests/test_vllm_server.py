@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from vllm_fixtures import START_TIMEOUT_S, embedded_model_dir, serve_settings, vllm_python, vllm_server  # noqa: F401
+from vllm_fixtures import START_TIMEOUT_S, embedded_model_dir, serve_settings, vllm_python
 
 from rlaif.config import EMBEDDED_MODEL
 from rlaif.engines.base import ChatRequest, ChoiceRequest, Completion, SamplingParams

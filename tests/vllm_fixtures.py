@@ -4,8 +4,7 @@ The server runs from the serving environment: ``RLAIF_SERVE_PYTHON`` when set, e
 --setup`` creates under the cache dir (CI's setup script does that). When neither exists the tests FAIL and say
 how to create it: a silently skipped server test would hide a broken serving setup.
 
-Use from a test module: ``from vllm_fixtures import vllm_server`` (pytest puts ``tests/`` on ``sys.path``), or
-import the fixture into ``conftest.py``.
+The session fixture is registered once, in ``conftest.py``, so every module shares one server.
 """
 
 from __future__ import annotations
