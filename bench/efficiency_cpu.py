@@ -34,6 +34,15 @@ def tree_cpu_s(root: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by process ``pid`` alone (all its threads), 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def machine_busy_s() -> float:
     """CPU seconds the whole machine has been busy (all processes, all cores), from /proc/stat."""
     fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -42,8 +51,10 @@ def machine_busy_s() -> float:
 
 
 def reading(trees: dict[str, int]) -> dict[str, float]:
-    """CPU seconds so far of each named process tree and of the machine, with the time (``perf_counter``)."""
+    """CPU seconds so far of each named process tree, of its root process alone (``<name>_main``) and of the
+    machine, with the time (``perf_counter``)."""
     out = {name: tree_cpu_s(pid) for name, pid in trees.items()}
+    out.update({f"{name}_main": process_cpu_s(pid) for name, pid in trees.items()})
     out.update(machine=machine_busy_s(), at=time.perf_counter())
     return out
 

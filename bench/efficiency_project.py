@@ -26,6 +26,36 @@ QUIET_ENV = {
 }
 
 
+class FlushMeter:
+    """Counts the project's DuckDB flushes and what they cost the thread that runs them (the event loop's).
+
+    ``Writer.flush`` is wrapped in this benchmark process only, to time it; the project's code is unchanged.
+    Thread CPU is what the flush burns; wall time is how long the event loop could not refill the window.
+    """
+
+    def __init__(self) -> None:
+        self.count, self.cpu_s, self.wall_s = 0, 0.0, 0.0
+
+    def install(self) -> None:
+        from rlaif.store import Writer
+
+        inner = Writer.flush
+        meter = self
+
+        def flush(writer: Writer) -> dict[str, int]:
+            if not writer.pending:
+                return inner(writer)
+            cpu, wall = time.thread_time(), time.perf_counter()
+            try:
+                return inner(writer)
+            finally:
+                meter.count += 1
+                meter.cpu_s += time.thread_time() - cpu
+                meter.wall_s += time.perf_counter() - wall
+
+        Writer.flush = flush  # type: ignore[method-assign]
+
+
 def run_flow(flow: Any, spec: dict, *, judge: bool) -> dict:
     overrides = {"engine": "openai", "base_url": [spec["url"]], "db": spec["db"], "model": spec["model"],
                  "concurrency": spec["concurrency"], "seed": spec["seed"]}
@@ -67,14 +97,17 @@ def main(spec_path: str, result_path: str) -> None:
     from rlaif.demo import load_flow_module
 
     flow = load_flow_module("cai").cai_flow
+    flushes = FlushMeter()
+    flushes.install()
     summary = run_flow(flow, spec, judge=False)
     ended = time.perf_counter()
+    flushed = vars(flushes).copy()
     after = prefix_cache_stats(spec["url"])
     judged, judge_s, after_judge = judge_pass(flow, spec) if spec["judge_pass"] else (None, None, after)
     rows, choice_calls = stored_rows(spec["db"])
     result = {
         "summary": summary, "started": started, "ended": ended, "total_s": ended - started,
-        "judge_summary": judged, "judge_s": judge_s,
+        "judge_summary": judged, "judge_s": judge_s, "flushes": flushed,
         "prefix_before": before, "prefix_after": after, "prefix_after_judge": after_judge,
         "stored_tokens": sum(r["completion_tokens"] or 0 for r in rows), "choice_calls": choice_calls,
         "rows": rows,

@@ -58,6 +58,19 @@ def cpu_rows(figures: dict) -> list[tuple[str, float, float, float, float]]:
     return rows
 
 
+def client_breakdown(mode: str, figures: dict) -> list[str]:
+    """Who burned (c)'s client-side CPU during generation: Prefect's temporary server (the flow process's
+    children), the flow process itself, and within it the DuckDB flushes (timed by ``FlushMeter``)."""
+    c = figures["c"]
+    first, last = c["cpu"]["generation_start"], c["cpu"]["end"]
+    total = last["project"] - first["project"]
+    main = last["project_main"] - first["project_main"]
+    f = c["flushes"]
+    return [(f"- {mode}, (c) generation, client side: {total:.1f} CPU-s = Prefect's temporary server and other "
+             f"children {total - main:.1f} + the flow process {main:.1f}; DuckDB flushes (whole run): {f['count']} "
+             f"flushes, {f['cpu_s']:.1f} CPU-s, {f['wall_s']:.1f} s with the event loop blocked."), ""]
+
+
 def _f(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -128,6 +141,7 @@ def markdown(results: dict, command: str) -> str:
                     [[mode, name, _f(wall), _f(client), _f(server), _f(other), _f(cores * wall - client - server - other)]
                      for mode, figures in results["modes"].items()
                      for name, wall, client, server, other in cpu_rows(figures)])
+    lines += [line for mode, figures in results["modes"].items() for line in client_breakdown(mode, figures)]
     prefix_rows = []
     for mode, figures in results["modes"].items():
         c = figures["c"]

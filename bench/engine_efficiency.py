@@ -81,6 +81,11 @@ def machine_info(python: Path) -> dict:
             "commit": commit + (" (with uncommitted changes)" if dirty else ""), "load_before": os.getloadavg()}
 
 
+def checkpoint(results: dict, work: Path) -> None:
+    """Every figure so far to ``<work>/results.json``: a run cut short still leaves what it measured."""
+    (work / "results.json").write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+
+
 def run_project(spec: dict, work: Path, mode: str) -> dict:
     """Path (c) in a fresh process, its CPU and the server's sampled from here; returns its result file."""
     from efficiency_cpu import CpuSampler
@@ -128,7 +133,7 @@ def run_server_paths(args: argparse.Namespace, settings, python: Path, model_dir
             reset_prefix_cache(server.url)
             figures["b"] = run_bare(server.url, settings.model, chains[mode], prompts, args.concurrency,
                                     server.process.pid)
-            figures["load_after_b"] = os.getloadavg()
+            checkpoint(results, work)
             figures["reset_ok"] = reset_prefix_cache(server.url)
             spec = {"prompts": str(work / "prompts.jsonl"), "db": str(work / f"project-{mode}.duckdb"),
                     "url": server.url, "model": settings.model, "concurrency": args.concurrency,
@@ -144,6 +149,7 @@ def run_server_paths(args: argparse.Namespace, settings, python: Path, model_dir
                          for r in rows if r["stage"] == "critique"]
             figures["hit_rate_critique"] = replay_hit_rate(server.url, settings.model, critiques,
                                                            args.concurrency, prefix_cache_stats)
+            checkpoint(results, work)
 
 
 def run_offline_path(args: argparse.Namespace, python: Path, model_dir: Path, work: Path, chains: dict,
@@ -156,6 +162,7 @@ def run_offline_path(args: argparse.Namespace, python: Path, model_dir: Path, wo
         results["offline_load"] = loaded
         for mode in args.modes:
             results["modes"][mode]["a"] = run_offline(worker, chains[mode], prompts)
+            checkpoint(results, work)
     finally:
         worker.close()
 
