@@ -54,7 +54,7 @@ def run_generation(
     params = {"prompts": len(prompts), **config.__dict__, "seed": settings.seed}
     start_run(store, run_id=run_id, kind=kind, params=params, constitution=constitution, engine=engine,
               seed=settings.seed, prefect_flow_run_id=prefect_flow_run_id)
-    writer = Writer(store)
+    writer = Writer(store, background=True)  # flushes never stall the event loop
     window = max(2 * settings.concurrency, 2 * settings.batch_size)
 
     async def go(advance) -> RunSummary:

@@ -276,24 +276,41 @@ def _apply_migration(con: duckdb.DuckDBPyConnection, version: int, name: str, pa
 class Writer:
     """Buffers rows per table and flushes them together in one transaction.
 
-    A flush happens when ``max_rows`` rows are buffered, or when ``max_age_s`` has passed since the first
-    buffered row (checked on ``add``), and on ``flush()``/``close()``. Between flushes the file is closed, so
+    A flush is due when ``max_rows`` rows are buffered, or when ``max_age_s`` has passed since the first buffered
+    row (checked on ``add``); ``flush()`` and ``close()`` always flush. Between flushes the file is closed, so
     readers in other processes get in. Thread-safe: an asyncio flow may call ``add`` from callbacks or threads.
-    If a flush fails (e.g. the lock timeout), the rows stay buffered, never dropped, and the error propagates.
+
+    With ``background=True`` a due flush runs on one writer thread of its own instead of the caller's. An asyncio
+    run wants this: a flush (open, insert, commit, close) takes tens of milliseconds, and on the event-loop thread
+    that is time in which no finished request can start the next one. Rows added meanwhile wait for the next
+    flush; only one flush runs at a time, so DuckDB never sees two writers from this process.
+
+    A failed flush (e.g. the lock timeout) never drops rows: they go back into the buffer. A synchronous flush
+    raises; a background one keeps the error, the next due flush tries again, and ``flush()``/``close()`` raise
+    if the rows still cannot be written.
     """
 
-    def __init__(self, store: Store, *, max_rows: int = 256, max_age_s: float = 1.0):
+    def __init__(self, store: Store, *, max_rows: int = 256, max_age_s: float = 1.0, background: bool = False):
         self.store, self.max_rows, self.max_age_s = store, max_rows, max_age_s
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()  # guards the buffer; never held while writing
+        self._writing = threading.Lock()  # one flush at a time
         self._buffer: dict[str, list[dict]] = {}
         self._count = 0
+        self._in_flight = 0  # rows taken by a flush that has not committed yet
         self._first_at: float | None = None
         self._closed = False
+        self.background_error: BaseException | None = None
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        if background:
+            self._thread = threading.Thread(target=self._background, name="rlaif-writer", daemon=True)
+            self._thread.start()
 
     @property
     def pending(self) -> int:
-        """Rows buffered and not yet stored."""
-        return self._count
+        """Rows buffered and not yet stored (rows of a flush under way count until it commits)."""
+        with self._lock:
+            return self._count + self._in_flight
 
     def add(self, table: str, row: dict) -> None:
         with self._lock:
@@ -304,22 +321,66 @@ class Writer:
             if self._first_at is None:
                 self._first_at = time.monotonic()
             due = self._count >= self.max_rows or time.monotonic() - self._first_at >= self.max_age_s
-            if due:
-                self.flush()
+        if not due:
+            return
+        if self._thread is not None:
+            self._wake.set()
+        else:
+            self.flush()
 
     def flush(self) -> dict[str, int]:
-        """Store everything buffered in one transaction; returns new rows per table. Clears only on success."""
-        with self._lock:
-            if not self._count:
-                return {}
-            counts = self.store.write(self._buffer)
-            self._buffer, self._count, self._first_at = {}, 0, None
+        """Store everything buffered in one transaction, on the caller's thread; returns new rows per table.
+
+        Waits for a background flush under way first, so when it returns every row added before it is stored.
+        """
+        with self._writing:
+            counts = self._write_buffer()
+            self.background_error = None  # whatever failed in the background is stored now
             return counts
 
     def close(self) -> None:
+        """Flush what is left and stop the writer thread. Raises if rows cannot be stored (they stay buffered)."""
         with self._lock:
-            self.flush()
             self._closed = True
+        if self._thread is not None:
+            self._wake.set()
+            self._thread.join()
+        self.flush()
+
+    def _write_buffer(self) -> dict[str, int]:
+        """Take the buffer and store it; on failure put the rows back in front. Call with ``_writing`` held."""
+        with self._lock:
+            if not self._count:
+                return {}
+            batch, taken = self._buffer, self._count
+            self._buffer, self._count, self._first_at = {}, 0, None
+            self._in_flight = taken
+        try:
+            return self.store.write(batch)
+        except BaseException:
+            with self._lock:
+                for table, rows in self._buffer.items():
+                    batch.setdefault(table, []).extend(rows)
+                self._buffer, self._count = batch, self._count + taken
+                self._first_at = time.monotonic()  # retry when the next flush is due, not on every add
+            raise
+        finally:
+            with self._lock:
+                self._in_flight = 0
+
+    def _background(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                closed = self._closed
+            if closed:
+                return  # close() flushes the rest on its own thread, where an error can be raised
+            with self._writing:
+                try:
+                    self._write_buffer()
+                except Exception as exc:  # kept; flush() and close() retry and raise
+                    self.background_error = exc
 
     def __enter__(self) -> Writer:
         return self

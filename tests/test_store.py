@@ -315,6 +315,65 @@ def test_writer_keeps_rows_when_a_flush_times_out(store: Store) -> None:
     assert count(store, "prompts") == 1
 
 
+class SlowStore(Store):
+    """A real store whose writes take ``delay_s`` longer, and which notes the thread each write ran on."""
+
+    def __init__(self, path: Path, delay_s: float):
+        super().__init__(path)
+        self.delay_s, self.threads = delay_s, []
+
+    def write(self, batches: dict[str, list[dict]]) -> dict[str, int]:
+        self.threads.append(threading.current_thread().name)
+        time.sleep(self.delay_s)
+        return super().write(batches)
+
+
+def test_background_writer_flushes_off_the_callers_thread(store: Store) -> None:
+    slow = SlowStore(store.path, delay_s=0.5)
+    w = Writer(slow, max_rows=2, max_age_s=60, background=True)
+    w.add("prompts", prompt("p0"))
+    w.add("prompts", prompt("p1"))  # due: the writer thread takes these two
+    deadline = time.monotonic() + 5
+    while not slow.threads and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert slow.threads == ["rlaif-writer"]
+    started = time.monotonic()
+    for i in range(2, 8):  # three more flushes come due while the first one is still writing
+        w.add("prompts", prompt(f"p{i}"))
+    assert time.monotonic() - started < 0.25  # a synchronous writer would sleep 0.5 s per flush here
+    assert w.pending == 8  # the first flush has not committed yet
+    w.close()
+    assert count(store, "prompts") == 8 and w.pending == 0
+    assert len(slow.threads) <= 3  # rows added during a flush wait for the next one and go together
+
+
+def test_background_writer_keeps_rows_when_a_flush_fails(store: Store) -> None:
+    w = Writer(Store(store.path, lock_timeout_s=0.3), max_rows=2, max_age_s=60, background=True)
+    child = hold(store.path, 1.5)
+    w.add("prompts", prompt("p1"))
+    w.add("prompts", prompt("p2"))  # due: the writer thread tries, times out on the lock
+    deadline = time.monotonic() + 10
+    while w.background_error is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert isinstance(w.background_error, StoreError) and w.pending == 2
+    w.add("prompts", prompt("p3"))
+    child.wait(timeout=10)
+    w.close()  # the rows that failed in the background are stored now, none twice
+    assert count(store, "prompts") == 3 and w.background_error is None
+
+
+def test_background_writer_close_raises_when_rows_cannot_be_stored(store: Store) -> None:
+    w = Writer(Store(store.path, lock_timeout_s=0.3), max_rows=1000, max_age_s=60, background=True)
+    w.add("prompts", prompt("p1"))
+    child = hold(store.path, 1.5)
+    with pytest.raises(StoreError, match="locked"):
+        w.close()
+    assert w.pending == 1
+    child.wait(timeout=10)
+    w.close()
+    assert count(store, "prompts") == 1
+
+
 READER = textwrap.dedent("""
     import sys, time
     from rlaif.sandbox import sandbox_query
