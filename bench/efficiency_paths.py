@@ -36,14 +36,15 @@ REPLY_TIMEOUT_S = 3600.0  # one stage of several hundred prompts takes minutes o
 class OfflineWorker:
     """``efficiency_offline.py`` in the vLLM environment: requests on its stdin, replies on a pipe of our own."""
 
-    def __init__(self, python: Path, model_dir: Path, max_num_seqs: int, log_path: Path):
+    def __init__(self, python: Path, model_dir: Path, max_num_seqs: int, log_path: Path,
+                 block_size: int | None = None):
         self.log_path = log_path
         read_fd, write_fd = os.pipe()
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [str(python), str(BENCH_DIR / "efficiency_offline.py"), str(write_fd), str(model_dir),
-                 str(max_num_seqs)],
+                 str(max_num_seqs), *([str(block_size)] if block_size else [])],
                 stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, pass_fds=(write_fd,), env=env,
                 text=True,
             )
@@ -78,10 +79,11 @@ class OfflineWorker:
         self._replies.close()
 
 
-def start_offline(python: Path, model_dir: Path, max_num_seqs: int, log_path: Path) -> tuple[OfflineWorker, dict]:
+def start_offline(python: Path, model_dir: Path, max_num_seqs: int, log_path: Path,
+                  block_size: int | None = None) -> tuple[OfflineWorker, dict]:
     """Start the worker and wait for its model; the reply carries vLLM's own load time and the options used."""
     started = time.perf_counter()
-    worker = OfflineWorker(python, model_dir, max_num_seqs, log_path)
+    worker = OfflineWorker(python, model_dir, max_num_seqs, log_path, block_size)
     loaded = worker.read()
     loaded["startup_s"] = time.perf_counter() - started  # process start and imports included
     return worker, loaded

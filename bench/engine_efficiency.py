@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--offline-max-num-seqs", type=int, default=SERVER_MAX_NUM_SEQS_CPU,
                         help="max_num_seqs of the offline engine (default: the CPU server's; vllm.LLM's own "
                              "CPU default is 256)")
+    parser.add_argument("--block-size", type=int, help="experiment: KV-cache block size of both engines "
+                        "(vLLM's CPU default is 128 tokens; prefix-cache hits come in whole blocks)")
     parser.add_argument("--skip-offline", action="store_true", help="skip path (a)")
     parser.add_argument("--out-json", type=Path, help="write every figure as JSON here")
     parser.add_argument("--docs", type=Path, help="append a dated results section to this markdown file")
@@ -124,6 +126,8 @@ def run_server_paths(args: argparse.Namespace, settings, python: Path, model_dir
 
     server = VLLMServer(settings, model_dir, python=python, log_path=work / "server.log")
     server.env["VLLM_SERVER_DEV_MODE"] = "1"  # only for POST /reset_prefix_cache between runs
+    if args.block_size:
+        server.command += ["--block-size", str(args.block_size)]
     started = time.perf_counter()
     with server:
         results["server_start_s"] = time.perf_counter() - started
@@ -157,7 +161,8 @@ def run_offline_path(args: argparse.Namespace, python: Path, model_dir: Path, wo
     """(a) for each mode in one offline engine (loaded once; its load time is reported apart)."""
     from efficiency_paths import run_offline, start_offline
 
-    worker, loaded = start_offline(python, model_dir, args.offline_max_num_seqs, work / "offline.log")
+    worker, loaded = start_offline(python, model_dir, args.offline_max_num_seqs, work / "offline.log",
+                                   args.block_size)
     try:
         results["offline_load"] = loaded
         for mode in args.modes:
@@ -186,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
               for mode in args.modes}
     results: dict = {"machine": machine_info(python), "modes": {mode: {} for mode in args.modes}, "work": str(work),
                      "config": {"prompts": args.prompts, "max_tokens": args.max_tokens, "model": settings.model,
-                                "concurrency": args.concurrency, "offline_max_num_seqs": args.offline_max_num_seqs}}
+                                "concurrency": args.concurrency, "offline_max_num_seqs": args.offline_max_num_seqs,
+                                "block_size": args.block_size or "default"}}
     print(f"work folder (logs, databases): {work}", flush=True)
     if not args.skip_offline:
         run_offline_path(args, python, model_dir, work, chains, prompts, results)
