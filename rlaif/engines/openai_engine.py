@@ -22,17 +22,15 @@ The ``openai`` client is imported inside the functions that use it, so importing
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import re
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from rlaif.engines.base import Attempt, ChatRequest, ChoiceRequest, ChoiceResult, Completion
+from rlaif.engines.openai_endpoint import ERROR_CHARS, list_models, one_line, prefix_cache_stats, wait_for_models
 from rlaif.errors import EngineError
 
 if TYPE_CHECKING:
@@ -41,7 +39,7 @@ if TYPE_CHECKING:
 TOP_LOGPROBS = 20  # vLLM's default --max-logprobs: the most alternatives a server returns per position
 RETRY_STATUS = frozenset({408, 409, 429})  # besides every 5xx: timeouts, conflicts and rate limits pass
 NO_ENDPOINT_STATUS = frozenset({404, 405, 501})  # the server lacks /v1/completions: fall back to chat
-ERROR_CHARS = 200  # an attempt's error is one short line; the server log has the rest
+__all__ = ["OpenAIEngine", "choice_tail_logprob", "list_models", "prefix_cache_stats", "wait_for_models"]
 
 ChoiceApi = Literal["completions", "chat", "structured"]
 
@@ -455,9 +453,9 @@ def _classify(exc: Exception, timeout_s: float) -> _Failure:
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc.__context__
         detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
-        return _Failure(f"connection error: {_one_line(detail)}", None, True)
+        return _Failure(f"connection error: {one_line(detail)}", None, True)
     if isinstance(exc, (_BadResponse, openai.APIResponseValidationError)):
-        return _Failure(f"bad response: {_one_line(str(exc))}", None, False)
+        return _Failure(f"bad response: {one_line(str(exc))}", None, False)
     raise exc
 
 
@@ -468,8 +466,8 @@ def _status_detail(exc: Any) -> str:
         inner = body.get("error") if isinstance(body.get("error"), dict) else body
         for key in ("message", "detail"):
             if isinstance(inner.get(key), str):
-                return _one_line(inner[key])
-    return _one_line(re.sub(r"^Error code: \d+ - ", "", str(exc.message)))
+                return one_line(inner[key])
+    return one_line(re.sub(r"^Error code: \d+ - ", "", str(exc.message)))
 
 
 def _retry_after(exc: Any) -> float | None:
@@ -478,84 +476,3 @@ def _retry_after(exc: Any) -> float | None:
     except (AttributeError, TypeError, ValueError):
         return None
 
-
-def _one_line(text: str) -> str:
-    return re.sub(r"\s+", " ", str(text)).strip()[:ERROR_CHARS]
-
-
-# --- endpoint discovery and statistics (plain HTTP, no client library) ----------------------------------------
-
-
-class _Unreachable(EngineError):
-    """Nothing answers at the URL (yet): connection refused, DNS failure, timeout or a 5xx while starting."""
-
-
-def list_models(base_url: str, api_key: str = "EMPTY", timeout: float = 10.0) -> list[str]:
-    """The model names an OpenAI-compatible server serves (``GET {base_url}/models``); one try."""
-    url = base_url.rstrip("/") + "/models"
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {api_key}"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            payload = json.load(response)
-    except urllib.error.HTTPError as exc:
-        message = f"{url} answered HTTP {exc.code}: {_one_line(exc.read().decode('utf-8', 'replace'))}"
-        raise (_Unreachable if exc.code >= 500 else EngineError)(message) from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise _Unreachable(
-            f"no OpenAI-compatible server at {base_url} ({_one_line(str(reason))}); start one with `rlaif serve`"
-        ) from None
-    except ValueError as exc:
-        raise EngineError(f"{url} did not answer JSON: {_one_line(str(exc))}") from None
-    try:
-        return [str(m["id"]) for m in payload["data"]]
-    except (KeyError, TypeError):
-        raise EngineError(f"{url} answered without a model list: {_one_line(str(payload))}") from None
-
-
-def wait_for_models(base_url: str, api_key: str = "EMPTY", *, wait_s: float = 5.0, poll_s: float = 0.5) -> list[str]:
-    """``list_models``, retried while the server is unreachable for at most ``wait_s`` (it may be starting)."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            return list_models(base_url, api_key, timeout=max(1.0, min(10.0, wait_s)))
-        except _Unreachable:
-            if time.monotonic() + poll_s > deadline:
-                raise
-        time.sleep(poll_s)
-
-
-PREFIX_CACHE_METRICS = {
-    "queries": ("vllm:prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries_total"),  # new, then old name
-    "hits": ("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total"),
-}
-
-
-def prefix_cache_stats(base_url: str, timeout: float = 5.0) -> dict[str, float | None]:
-    """Prefix-cache counters from vLLM's Prometheus ``/metrics`` (counted in tokens, summed over engines).
-
-    Critique and judge prompts share long constitution prefixes, so the hit rate says whether vLLM's prefix
-    caching is paying off. Fields are None when the server has no such metrics (or none at all).
-    """
-    root = re.sub(r"/v1/?$", "", base_url.rstrip("/"))
-    try:
-        with urllib.request.urlopen(root + "/metrics", timeout=timeout) as response:
-            text = response.read().decode("utf-8", "replace")
-    except (urllib.error.URLError, OSError):
-        text = ""
-    stats: dict[str, float | None] = {}
-    for field, names in PREFIX_CACHE_METRICS.items():
-        stats[field] = next((v for v in (_metric_sum(text, n) for n in names) if v is not None), None)
-    hits, queries = stats["hits"], stats["queries"]
-    stats["hit_rate"] = hits / queries if hits is not None and queries else None
-    return stats
-
-
-def _metric_sum(text: str, name: str) -> float | None:
-    """Sum of a Prometheus metric over its label sets, or None when it is absent."""
-    total, seen = 0.0, False
-    for line in text.splitlines():
-        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
-            total += float(line.rsplit(" ", 1)[1])
-            seen = True
-    return total if seen else None
