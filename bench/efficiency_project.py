@@ -74,7 +74,7 @@ def run_flow(flow: Any, spec: dict, *, judge: bool) -> dict:
 def judge_pass(flow: Any, spec: dict) -> tuple[dict, float, dict]:
     """The flow again with the judge on, same database: chat rows come back from DuckDB, so only the judge's
     choice calls reach the server, and the prefix-cache counters around it are the judge prompts' alone."""
-    from rlaif.engines.openai_engine import prefix_cache_stats
+    from rlaif.engines.openai_endpoint import prefix_cache_stats
 
     started = time.perf_counter()
     summary = run_flow(flow, spec, judge=True)
@@ -96,7 +96,7 @@ def main(spec_path: str, result_path: str) -> None:
     for name, value in QUIET_ENV.items():
         os.environ.setdefault(name, value)
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
-    from rlaif.engines.openai_engine import prefix_cache_stats
+    from rlaif.engines.openai_endpoint import prefix_cache_stats
 
     before = prefix_cache_stats(spec["url"])
     started = time.perf_counter()

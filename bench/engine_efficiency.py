@@ -121,7 +121,7 @@ def run_server_paths(args: argparse.Namespace, settings, python: Path, model_dir
     )
     from efficiency_workload import check_equivalence
 
-    from rlaif.engines.openai_engine import prefix_cache_stats
+    from rlaif.engines.openai_endpoint import prefix_cache_stats
     from rlaif.serve import VLLMServer
 
     server = VLLMServer(settings, model_dir, python=python, log_path=work / "server.log")

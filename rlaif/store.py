@@ -356,17 +356,17 @@ class Writer:
             self._buffer, self._count, self._first_at = {}, 0, None
             self._in_flight = taken
         try:
-            return self.store.write(batch)
+            counts = self.store.write(batch)
         except BaseException:
             with self._lock:
                 for table, rows in self._buffer.items():
                     batch.setdefault(table, []).extend(rows)
-                self._buffer, self._count = batch, self._count + taken
+                self._buffer, self._count, self._in_flight = batch, self._count + taken, 0
                 self._first_at = time.monotonic()  # retry when the next flush is due, not on every add
             raise
-        finally:
-            with self._lock:
-                self._in_flight = 0
+        with self._lock:
+            self._in_flight = 0
+        return counts
 
     def _background(self) -> None:
         while True:

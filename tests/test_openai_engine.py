@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from rlaif.engines.base import ChatRequest, ChoiceRequest, SamplingParams, run_all
-from rlaif.engines.openai_engine import OpenAIEngine, choice_tail_logprob, list_models, prefix_cache_stats
+from rlaif.engines.openai_endpoint import list_models, prefix_cache_stats
+from rlaif.engines.openai_engine import OpenAIEngine, choice_tail_logprob
 from rlaif.errors import EngineError
 
 MODEL = "fake-model"

@@ -22,7 +22,8 @@ from vllm_fixtures import START_TIMEOUT_S, embedded_model_dir, serve_settings, v
 
 from rlaif.config import EMBEDDED_MODEL
 from rlaif.engines.base import ChatRequest, ChoiceRequest, Completion, SamplingParams
-from rlaif.engines.openai_engine import OpenAIEngine, list_models, prefix_cache_stats
+from rlaif.engines.openai_endpoint import list_models, prefix_cache_stats
+from rlaif.engines.openai_engine import OpenAIEngine
 from rlaif.errors import EngineError
 from rlaif.serve import VLLMServer, build_server_command, serve_python, server_env
 

@@ -189,7 +189,15 @@ def ok_attempt(started: float, number: int = 1) -> Attempt:
     return Attempt(number=number, status="ok", latency_s=time.time() - started, started_at=started)
 
 
+ERROR_CHARS = 200  # an attempt's error is one short line; the server log has the rest
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line, whitespace squeezed, at most ``ERROR_CHARS`` characters."""
+    return " ".join(str(text).split())[:ERROR_CHARS]
+
+
 def failed_attempt(started: float, exc: BaseException, number: int = 1) -> Attempt:
-    """A failed attempt whose error is the exception's message on one line (at most 200 characters)."""
-    message = " ".join((str(exc) or type(exc).__name__).split())[:200]
-    return Attempt(number=number, status="failed", latency_s=time.time() - started, started_at=started, error=message)
+    """A failed attempt whose error is the exception's message on one line."""
+    return Attempt(number=number, status="failed", latency_s=time.time() - started, started_at=started,
+                   error=one_line(str(exc) or type(exc).__name__))

@@ -1,7 +1,7 @@
 """Talking to an OpenAI-compatible server without the client library: model discovery and vLLM's metrics.
 
 Plain ``urllib``, so ``rlaif serve`` can wait for health and the benchmark can read counters without importing
-``openai``. ``rlaif.engines.openai_engine`` re-exports these names.
+``openai``.
 """
 
 from __future__ import annotations
@@ -12,14 +12,8 @@ import time
 import urllib.error
 import urllib.request
 
+from rlaif.engines.base import one_line
 from rlaif.errors import EngineError
-
-ERROR_CHARS = 200  # an error is one short line; the server log has the rest
-
-
-def one_line(text: str) -> str:
-    """``text`` on one line, whitespace squeezed, at most ``ERROR_CHARS`` characters."""
-    return re.sub(r"\s+", " ", str(text)).strip()[:ERROR_CHARS]
 
 
 class _Unreachable(EngineError):

@@ -29,8 +29,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from rlaif.engines.base import Attempt, ChatRequest, ChoiceRequest, ChoiceResult, Completion
-from rlaif.engines.openai_endpoint import ERROR_CHARS, list_models, one_line, prefix_cache_stats, wait_for_models
+from rlaif.engines.base import ERROR_CHARS, Attempt, ChatRequest, ChoiceRequest, ChoiceResult, Completion, one_line
+from rlaif.engines.openai_endpoint import wait_for_models
 from rlaif.errors import EngineError
 
 if TYPE_CHECKING:
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 TOP_LOGPROBS = 20  # vLLM's default --max-logprobs: the most alternatives a server returns per position
 RETRY_STATUS = frozenset({408, 409, 429})  # besides every 5xx: timeouts, conflicts and rate limits pass
 NO_ENDPOINT_STATUS = frozenset({404, 405, 501})  # the server lacks /v1/completions: fall back to chat
-__all__ = ["OpenAIEngine", "choice_tail_logprob", "list_models", "prefix_cache_stats", "wait_for_models"]
 
 ChoiceApi = Literal["completions", "chat", "structured"]
 
