@@ -25,7 +25,7 @@ def test_wheel_ships_the_data_folders(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("rlaif/_data/constitutions/harmless.yaml", "rlaif/_data/storage/001_initial.sql",
                    "rlaif/_data/storage/002_dataset_views.sql", "rlaif/_data/flows/cai.py",
-                   "rlaif/data/demo_prompts.jsonl", "rlaif/cli.py"):
+                   "rlaif/data/demo_prompts.jsonl", "rlaif/cli/__init__.py"):
         assert needed in names, needed
 
 
