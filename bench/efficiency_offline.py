@@ -26,8 +26,9 @@ from typing import IO, Any
 def load(model_dir: str, max_num_seqs: int, block_size: int | None) -> tuple[Any, dict]:
     from rlaif.serve import CPU_KVCACHE_GIB, engine_options
 
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "VLLM_NO_USAGE_STATS"):
-        os.environ.setdefault(name, "1")
+    from rlaif.environment import prepare_environment
+
+    prepare_environment()
     from vllm import LLM
     from vllm.platforms import current_platform
 

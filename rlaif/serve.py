@@ -238,16 +238,9 @@ def build_server_command(
 
 def server_env(settings: Settings, *, gpu: bool) -> dict[str, str]:
     """The server's environment: offline, no telemetry, caches under ``cache_dir``, a bounded CPU KV cache."""
-    env = dict(os.environ)
-    env.update(
-        VLLM_CACHE_ROOT=str(Path(settings.cache_dir).expanduser() / "vllm"),
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        HF_HUB_DISABLE_TELEMETRY="1",
-        VLLM_NO_USAGE_STATS="1",
-        VLLM_DO_NOT_TRACK="1",
-        DO_NOT_TRACK="1",
-    )
+    from rlaif.environment import child_environment
+
+    env = child_environment({"VLLM_CACHE_ROOT": str(Path(settings.cache_dir).expanduser() / "vllm")})
     if not gpu:
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)  # GiB; the default would take far more
     return env

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 
-for _name, _value in {
-    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-    "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false",
-}.items():
-    os.environ.setdefault(_name, _value)
+from rlaif.environment import prepare_environment
+
+prepare_environment()  # before any model library is imported by a test module
 
 import pytest  # noqa: E402
 

@@ -8,13 +8,13 @@ tracebacks are for bugs.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from rlaif.environment import prepare_environment
 from rlaif.errors import UserError
 
 app = typer.Typer(help="Constitutional AI / RLAIF data generation into DuckDB.", no_args_is_help=True,
@@ -54,19 +54,9 @@ def _global(
     _overrides.update(db=db, engine=engine, model=model, base_url=base_url)
 
 
-def _prepare_environment() -> None:
-    """No hub downloads, no telemetry, quiet Prefect: set before any heavy library is imported."""
-    for name, value in {
-        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-        "HF_HUB_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_LOGGING_LEVEL": "WARNING", "TOKENIZERS_PARALLELISM": "false",
-    }.items():
-        os.environ.setdefault(name, value)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run a command; a UserError becomes one line on stderr and its exit code."""
-    _prepare_environment()
+    prepare_environment()
     command = typer.main.get_command(app)
     try:
         command.main(args=argv if argv is not None else sys.argv[1:], prog_name="rlaif", standalone_mode=False)

@@ -120,8 +120,8 @@ def serve(
     """Serve the configured model with vLLM's OpenAI server on 127.0.0.1 until Ctrl-C."""
     from rlaif import serve as serving
 
-    settings = settings()
+    effective = settings()
     if setup:
-        echo(str(serving.setup_serve_env(settings, log=_echo)))
+        echo(str(serving.setup_serve_env(effective, log=echo)))
         return
-    raise typer.Exit(serving.serve(settings, port, log=_echo))
+    raise typer.Exit(serving.serve(effective, port, log=echo))

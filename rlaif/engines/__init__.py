@@ -6,15 +6,18 @@ never imports torch and selecting ``transformers`` never imports vLLM.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from rlaif.config import Settings
     from rlaif.engines.base import Engine
 
+# The policy answers prompts (and is what training improves); the feedback model critiques, revises and judges.
+Role = Literal["policy", "feedback"]
 
-def create_engine(settings: "Settings") -> "Engine":
-    """Build the engine named by ``settings.engine``."""
+
+def create_engine(settings: "Settings", role: Role = "policy") -> "Engine":
+    """Build the engine of ``role``. Both roles read the flat engine settings until per-role settings exist."""
     if settings.engine == "transformers":
         from rlaif.engines.transformers_engine import TransformersEngine
 

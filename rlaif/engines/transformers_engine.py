@@ -34,7 +34,8 @@ from rlaif.engines.base import (
 )
 from rlaif.engines.batching import BatchedEngine, MicroBatcher
 from rlaif.errors import EngineError
-from rlaif.models import offline_env, resolve_model_path
+from rlaif.environment import prepare_environment
+from rlaif.models import resolve_model_path
 
 if TYPE_CHECKING:
     import torch
@@ -62,7 +63,7 @@ class TransformersEngine(BatchedEngine):
         device: str = "auto",
         torch_threads: int | None = None,
     ):
-        offline_env()
+        prepare_environment()
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

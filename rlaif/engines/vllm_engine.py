@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from rlaif.engines.base import ChatRequest, ChoiceRequest, ChoiceResult, Completion, SamplingParams, ok_attempt
 from rlaif.engines.batching import BatchedEngine, MicroBatcher
 from rlaif.engines.openai_engine import TOP_LOGPROBS, choice_tail_logprob
+from rlaif.environment import prepare_environment
 from rlaif.errors import EngineError
 from rlaif.serve import CPU_KVCACHE_GIB, engine_options
 
@@ -54,8 +55,7 @@ class VLLMEngine(BatchedEngine):
         max_batch: int = MAX_CALL,
         llm_options: dict[str, Any] | None = None,
     ):
-        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "VLLM_NO_USAGE_STATS"):
-            os.environ.setdefault(name, "1")
+        prepare_environment()
         from vllm import LLM
         from vllm.platforms import current_platform
 
