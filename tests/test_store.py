@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from rlaif.errors import StoreError
+from rlaif.resources import data_dir
 from rlaif.store import Store, Writer, utcnow
 
 # Every table and view of a freshly migrated database, columns in order. A schema change must update this.
@@ -39,6 +40,7 @@ GOLDEN = {
         "response_key", "critique_key", "revision_key", "constitution_name", "constitution_version", "model",
         "created_at",
     ],
+    "row_flags": ["target", "target_id", "flag", "value", "threshold", "detail", "run_id", "created_at"],
     "runs": [
         "run_id", "kind", "status", "params", "constitution_name", "constitution_version", "engine", "model",
         "seed", "started_at", "finished_at", "prefect_flow_run_id", "error",
@@ -100,11 +102,13 @@ def test_migrating_an_empty_database_gives_the_golden_schema(store: Store) -> No
 
 
 def test_migrate_twice_applies_nothing_the_second_time(tmp_path: Path) -> None:
+    shipped = sorted(p.stem for p in data_dir("storage").glob("[0-9][0-9][0-9]_*.sql"))
+    assert shipped[:3] == ["001_initial", "002_dataset_views", "003_row_flags"]
     s = Store(tmp_path / "x.duckdb")
-    assert s.migrate() == ["001_initial", "002_dataset_views"]
+    assert s.migrate() == shipped
     assert s.migrate() == []
     recorded = s.fetch("SELECT version, name FROM schema_migrations ORDER BY version")
-    assert recorded == [{"version": 1, "name": "001_initial"}, {"version": 2, "name": "002_dataset_views"}]
+    assert recorded == [{"version": int(name[:3]), "name": name} for name in shipped]
 
 
 def test_a_database_from_a_newer_rlaif_is_refused(store: Store) -> None:
