@@ -482,3 +482,29 @@ def test_inspect_source_counts_columns_and_three_rows(tmp_path: Path) -> None:
     assert (info.count, info.rows, info.check.duplicates, info.check.bad_total) == (4, 6, 1, 1)
     assert info.columns == ["prompt", "category", "extra"]
     assert [r.values["prompt"] for r in info.sample] == TEXTS
+
+
+def test_rlaif_prompts_inspect(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from rlaif.cli import main
+
+    spec, _ = make_source("csv", tmp_path, [*ROWS, ROWS[0]])
+    assert main(["prompts", "inspect", spec, "--helpful-column", "category"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:3] == [f"source:  {spec}", "prompts: 3 (4 rows; 1 duplicate, 0 bad, 2 helpful)",
+                       "columns: prompt, category"]
+    assert out[3:] == [f"row {i + 1}: {json.dumps(r)}" for i, r in enumerate(ROWS)]
+
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "a"}, {"prompt": 1}, {"text": "b"}])
+    assert main(["prompts", "inspect", str(bad)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[-2:] == [
+        f"{bad}:2: column 'prompt': {TURNS} a number",
+        f"{bad}:3: column 'prompt': expected a string or a 'messages' list, got no such column (columns: text)"]
+    assert captured.err.strip() == (f"error: 2 bad rows in {bad}: fix them, or generate with --skip-bad-rows "
+                                    "to record and skip them")
+
+    db = write_db(tmp_path / "db.duckdb", [{"prompt": "q", "messages": CHAT}])
+    assert main(["--db", str(db), "prompts", "inspect", "sql:SELECT messages FROM prompts"]) == 0
+    assert "prompts: 1 (1 row; 0 duplicates, 0 bad, 0 helpful)" in capsys.readouterr().out
+    assert main(["prompts", "inspect", str(tmp_path / "x.xlsx")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
