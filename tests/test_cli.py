@@ -95,3 +95,18 @@ def test_unknown_dataset_and_format_are_user_errors(tmp_path, capsys):
     assert main(["--db", str(tmp_path / "x.duckdb"), "export", "both", "--out", "x.parquet"]) == 2
     assert "sft or prefs" in capsys.readouterr().err
     assert main(["sql", "SELECT 1", "--format", "xml"]) == 2
+
+
+def test_a_command_exit_code_reaches_the_caller():
+    """``typer.Exit(n)`` inside a command is the process's exit status (click returns it in non-standalone mode)."""
+    import rlaif.cli._app as cli_app
+
+    @cli_app.app.command("exit-with-three", hidden=True)
+    def _exit_with_three() -> None:
+        """A throwaway command for this test only: it exits with status 3."""
+        raise typer.Exit(3)
+
+    try:
+        assert main(["exit-with-three"]) == 3
+    finally:
+        cli_app.app.registered_commands.pop()

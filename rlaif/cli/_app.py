@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     prepare_environment()
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv if argv is not None else sys.argv[1:], prog_name="rlaif", standalone_mode=False)
+        # Without standalone mode click returns a command's exit code (typer.Exit(n)) instead of raising it.
+        code = command.main(args=argv if argv is not None else sys.argv[1:], prog_name="rlaif",
+                            standalone_mode=False)
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
@@ -75,4 +77,4 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
