@@ -7,9 +7,9 @@ one stage at a time, all prompts at once; this worker runs each stage as a singl
 Protocol: one JSON object per line on stdin (``{"op": "chat", "conversations": [...], "params": [...]}``,
 ``{"op": "reset"}``, ``{"op": "stop"}``); one JSON reply per line on the file descriptor named by ``argv[1]``
 (vLLM logs to stdout and stderr, which the parent sends to a log file). The engine options are the server's
-(``rlaif.serve.engine_options``, CPU flags), plus ``max_num_seqs`` (and, for experiments, ``block_size``) as
-the parent sets them. ``rlaif.serve`` is
-stdlib-only, so ``PYTHONPATH=<repo>`` is all this environment needs from the project.
+(``rlaif.engines.vllm_options.engine_options``, CPU flags), plus ``max_num_seqs`` (and, for experiments,
+``block_size``) as the parent sets them. ``vllm_options`` is stdlib-only, so ``PYTHONPATH=<repo>`` is all this
+environment needs from the project.
 
 Usage: ``python bench/efficiency_offline.py REPLY_FD MODEL_DIR MAX_NUM_SEQS [BLOCK_SIZE]``.
 """
@@ -24,8 +24,7 @@ from typing import IO, Any
 
 
 def load(model_dir: str, max_num_seqs: int, block_size: int | None) -> tuple[Any, dict]:
-    from rlaif.serve import CPU_KVCACHE_GIB, engine_options
-
+    from rlaif.engines.vllm_options import CPU_KVCACHE_GIB, engine_options
     from rlaif.environment import prepare_environment
 
     prepare_environment()
