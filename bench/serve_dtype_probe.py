@@ -7,8 +7,8 @@ prompts greedy (temperature 0). Counted, each as "equal of compared":
 - ``batched``: every target at once among 24 filler requests of other prompts, seeds and lengths, in two
   compositions (targets at other places, other fillers): is each target's text its first alone text?
 - ``twins``: in the batched runs every seeded target goes twice (two requests, one seed): are the copies equal?
-- ``choice_logprob_delta``: the judge prompt's log-probs of A and B alone, and again beside a second prompt: the
-  largest absolute difference.
+- ``choice_logprob_delta``: the judge prompt's log-probs of A and B alone, and again beside 24 filler chats: the
+  largest absolute difference (what a judge's preference can move by with its batch).
 
 The tests (``tests/test_vllm_server.py``) assert per dtype only what held here without exception.
 """
@@ -90,6 +90,5 @@ def _choice_delta(engine: Any) -> float:
 
     judge = ChoiceRequest("judge", JUDGE, ("A", "B"))
     alone = run_all([engine.choose(judge)])[0].logprobs
-    other = ChoiceRequest("other", "Count: 8, 9,", (" 10", " A"))
-    beside = run_all([engine.choose(judge), engine.choose(other)])[0].logprobs
+    beside = run_all([engine.choose(judge), *(engine.chat(r) for r in fillers(3))])[0].logprobs
     return max(abs(alone[c] - beside[c]) for c in ("A", "B"))

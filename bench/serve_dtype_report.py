@@ -68,7 +68,7 @@ def throughput(results: dict) -> list[str]:
 def probe_table(results: dict) -> list[str]:
     if "probe" not in results:
         return []
-    head = ["dtype", *(title for _, title in PROBE_COLUMNS), "choice log-prob, alone vs beside another (max abs)"]
+    head = ["dtype", *(title for _, title in PROBE_COLUMNS), "judge log-prob, alone vs among 24 chats (max abs)"]
     lines = ["| " + " | ".join(head) + " |", "| --- | " + " | ".join(["---:"] * (len(head) - 1)) + " |"]
     for dtype, counts in results["probe"].items():
         cells = [f"{counts[key][0]} of {counts[key][1]}" for key, _ in PROBE_COLUMNS]
