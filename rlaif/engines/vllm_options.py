@@ -22,18 +22,34 @@ CPU_KVCACHE_GIB = "2"  # VLLM_CPU_KVCACHE_SPACE; vLLM's own default would take f
 DTYPES = ("auto", "bfloat16", "float32")  # the values of the serve_dtype setting
 
 
-def cpu_dtype() -> str:
-    """bfloat16 on CPUs with AVX-512, float32 on AVX2-only ones.
+# CPU flags with which vLLM-CPU's bfloat16 kernels have bfloat16 instructions to run on (AVX512_BF16; AMX_BF16
+# CPUs have it too); only on such a CPU was bfloat16 measured faster than float32.
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
-    vLLM's CPU kernels compute bfloat16 fast only with AVX-512; on an AVX2 machine here, SmolLM2 served in
-    bfloat16 gave 17 tok/s at 32 requests in flight and float32 84 tok/s.
-    """
+
+def cpu_flags() -> frozenset[str]:
+    """The flags of the first CPU in ``/proc/cpuinfo`` (empty where there is none, e.g. off Linux)."""
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return "float32"
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
-    return "bfloat16" if "avx512f" in flags else "float32"
+        return frozenset()
+    return frozenset(next((ln.split(":", 1)[1].split() for ln in cpuinfo.splitlines() if ln.startswith("flags")), []))
+
+
+def cpu_dtype(flags: frozenset[str] | None = None) -> str:
+    """What ``auto`` serves in on a CPU: the faster dtype as measured, SmolLM2 through `rlaif serve`'s flags.
+
+    - bfloat16 where the CPU has bfloat16 instructions (``avx512_bf16``): on an AMD EPYC with AVX-512 and
+      ``avx512_bf16`` (no AMX), bfloat16 gave about 1.3x float32's output tokens/s at 1, 16 and 64 requests
+      in flight, side by side in one run (docs/benchmarks.md, "Serving dtype on CPU").
+    - float32 everywhere else: on an AVX2-only CPU bfloat16 gave 17 tok/s at 32 requests in flight and float32
+      84. AVX-512 without ``avx512_bf16`` (before Cooper Lake / Zen 4) was not measured; its bfloat16 would be
+      converted in software as on AVX2, so float32 is kept there.
+
+    The price of bfloat16: a seeded sample then depends on what shares its batch (docs/engines.md, "Seeds");
+    set ``serve_dtype=float32`` where that matters more than speed.
+    """
+    return "bfloat16" if (cpu_flags() if flags is None else flags) & BF16_FLAGS else "float32"
 
 
 def resolve_dtype(setting: str = "auto", *, gpu: bool) -> str | None:
