@@ -351,7 +351,8 @@ def serve(settings: Settings, port: int | None = None, *, log: Log = print) -> i
     python = serve_python(settings)
     model_dir = resolve_model_path(settings)
     server = VLLMServer(settings, model_dir, port or settings.serve_port, python=python)
-    log(f"starting vLLM ({python}) for {settings.model}; log: {server.log_path}")
+    dtype = server.dtype or "the model's own dtype"
+    log(f"starting vLLM ({python}) for {settings.model} in {dtype} (setting serve_dtype); log: {server.log_path}")
     restore = _sigterm_as_interrupt()
     try:
         server.start()

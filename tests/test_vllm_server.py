@@ -251,7 +251,7 @@ def test_bfloat16_gives_well_formed_samples_and_the_same_text_for_a_request_run_
 
     In bfloat16 the numbers of a request depend on the batch shape, so a seeded sample may change with what
     shares its batch: measured on an AVX-512 CPU (bench/serve_dtype_probe.py, docs/benchmarks.md), a seeded
-    sample alone and inside a batch of 40 differed in most cases, and issue 7 saw two requests with one seed in
+    sample alone and inside a batch of 48 differed in most cases, and issue 7 saw two requests with one seed in
     one batch differ on an Intel Xeon. Neither is asserted. Alone-twice held in every case measured.
     """
     engine = OpenAIEngine([bfloat16_server.url], EMBEDDED_MODEL, concurrency=32)

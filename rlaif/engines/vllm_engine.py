@@ -2,8 +2,10 @@
 
 No server, no HTTP: concurrent ``chat``/``choose`` calls are gathered by a ``MicroBatcher`` into one
 ``LLM.chat``/``LLM.generate`` call, and vLLM schedules that call's requests continuously inside. Unlike
-transformers' ``generate``, vLLM takes one ``SamplingParams`` per request, so seeds are per request here: a
-seeded request gives the same text whatever shares its batch.
+transformers' ``generate``, vLLM takes one ``SamplingParams`` per request, so seeds are per request here. In
+float32 (``dtype="float32"``) a seeded request gave the same text whatever shared its batch, in every case
+measured on CPU; in bfloat16 (what ``auto`` picks on CPUs with ``avx512_bf16``, and on most GPUs) its text
+depends on the batch, and only the same request run again alone is known to repeat (docs/engines.md, "Seeds").
 
 ``choose`` reads the judge's answer from log-probs rather than sampled text, the multiple-choice form of Bai et
 al. 2022 (arXiv 2212.08073, section 4.1) and Lee et al. 2023 (arXiv 2309.00267, section 2.1), the same way as
