@@ -40,7 +40,7 @@ def cpu_dtype(flags: frozenset[str] | None = None) -> str:
     """What ``auto`` serves in on a CPU: the faster dtype as measured, SmolLM2 through `rlaif serve`'s flags.
 
     - bfloat16 where the CPU has bfloat16 instructions (``avx512_bf16``): on an AMD EPYC with AVX-512 and
-      ``avx512_bf16`` (no AMX), bfloat16 gave about 1.3x float32's output tokens/s at 1, 16 and 64 requests
+      ``avx512_bf16`` (no AMX), bfloat16 gave 1.2-1.4x float32's output tokens/s at 1, 16 and 64 requests
       in flight, side by side in one run (docs/benchmarks.md, "Serving dtype on CPU").
     - float32 everywhere else: on an AVX2-only CPU bfloat16 gave 17 tok/s at 32 requests in flight and float32
       84. AVX-512 without ``avx512_bf16`` (before Cooper Lake / Zen 4) was not measured; its bfloat16 would be
