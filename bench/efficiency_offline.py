@@ -7,11 +7,11 @@ one stage at a time, all prompts at once; this worker runs each stage as a singl
 Protocol: one JSON object per line on stdin (``{"op": "chat", "conversations": [...], "params": [...]}``,
 ``{"op": "reset"}``, ``{"op": "stop"}``); one JSON reply per line on the file descriptor named by ``argv[1]``
 (vLLM logs to stdout and stderr, which the parent sends to a log file). The engine options are the server's
-(``rlaif.serve.engine_options``, CPU flags), plus ``max_num_seqs`` (and, for experiments, ``block_size``) as
-the parent sets them. ``rlaif.serve`` is
+(``rlaif.engines.vllm_options.engine_options``, CPU flags and the ``serve_dtype`` setting the parent passes),
+plus ``max_num_seqs`` (and, for experiments, ``block_size``) as the parent sets them. ``vllm_options`` is
 stdlib-only, so ``PYTHONPATH=<repo>`` is all this environment needs from the project.
 
-Usage: ``python bench/efficiency_offline.py REPLY_FD MODEL_DIR MAX_NUM_SEQS [BLOCK_SIZE]``.
+Usage: ``python bench/efficiency_offline.py REPLY_FD MODEL_DIR MAX_NUM_SEQS DTYPE [BLOCK_SIZE]``.
 """
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ import time
 from typing import IO, Any
 
 
-def load(model_dir: str, max_num_seqs: int, block_size: int | None) -> tuple[Any, dict]:
-    from rlaif.serve import CPU_KVCACHE_GIB, engine_options
-
+def load(model_dir: str, max_num_seqs: int, dtype: str, block_size: int | None) -> tuple[Any, dict]:
+    from rlaif.engines.vllm_options import CPU_KVCACHE_GIB, engine_options
     from rlaif.environment import prepare_environment
 
     prepare_environment()
@@ -35,7 +34,7 @@ def load(model_dir: str, max_num_seqs: int, block_size: int | None) -> tuple[Any
     cpu = current_platform.is_cpu()
     if cpu:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)  # as the server's environment sets it
-    options = {**engine_options(gpu=not cpu), "max_num_seqs": max_num_seqs, "seed": 0}
+    options = {**engine_options(gpu=not cpu, dtype=dtype), "max_num_seqs": max_num_seqs, "seed": 0}
     if block_size:
         options["block_size"] = block_size
     return LLM(model=model_dir, **options), options
@@ -69,10 +68,10 @@ def serve(llm: Any, replies: IO[str]) -> None:
         replies.flush()
 
 
-def main(reply_fd: int, model_dir: str, max_num_seqs: int, block_size: int | None) -> None:
+def main(reply_fd: int, model_dir: str, max_num_seqs: int, dtype: str, block_size: int | None) -> None:
     replies = os.fdopen(reply_fd, "w", encoding="utf-8")
     started = time.perf_counter()
-    llm, options = load(model_dir, max_num_seqs, block_size)
+    llm, options = load(model_dir, max_num_seqs, dtype, block_size)
     load_s = time.perf_counter() - started
     import vllm
 
@@ -88,4 +87,4 @@ def main(reply_fd: int, model_dir: str, max_num_seqs: int, block_size: int | Non
 
 
 if __name__ == "__main__":  # vLLM starts worker processes: the guard is required
-    main(int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else None)
+    main(int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]) if len(sys.argv) > 5 else None)

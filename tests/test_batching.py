@@ -87,15 +87,15 @@ def test_requests_arriving_during_a_batch_join_the_next_one():
     def slow_backend(batch: list[int]) -> list[int]:
         batches.append(list(batch))
         started.set()
-        release.wait(timeout=5)  # the first batch blocks until the late requests are queued
+        release.wait(timeout=60)  # the first batch blocks until the late requests are queued (bounded, generous)
         return [-x for x in batch]
 
     async def scenario() -> list[int]:
         batcher = MicroBatcher(slow_backend, max_batch=8)
         early = [asyncio.create_task(batcher.submit(x)) for x in (1, 2)]
-        assert await asyncio.to_thread(started.wait, 5)
+        assert await asyncio.to_thread(started.wait, 60)
         late = [asyncio.create_task(batcher.submit(x)) for x in (3, 4, 5)]
-        await asyncio.sleep(0.01)  # the late tasks enqueue while batch 1 still runs
+        await asyncio.sleep(0)  # one loop step: the late tasks enqueue; batch 1 is held until release
         release.set()
         return await asyncio.gather(*early, *late)
 

@@ -13,10 +13,12 @@ import socket
 import threading
 import time
 from collections import deque
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from rlaif.engines import openai_endpoint, openai_engine
 from rlaif.engines.base import ChatRequest, ChoiceRequest, SamplingParams, run_all
 from rlaif.engines.openai_endpoint import list_models, prefix_cache_stats
 from rlaif.engines.openai_engine import OpenAIEngine, choice_tail_logprob
@@ -34,10 +36,13 @@ class FakeServer:
 
     Faults: "429", "500", "503", "400" (that status), "timeout" (stall 5 s), "drop" (close without a reply).
     ``completions=False`` removes ``/v1/completions`` (404); ``logprobs=False`` ignores log-prob requests.
+    ``gate``: requests arrive (and are counted) but get no answer until the event is set, so a test can look at
+    a window of requests in flight without racing the clock.
     """
 
-    def __init__(self, *, delay: float = 0.0, completions: bool = True, logprobs: bool = True):
-        self.delay, self.completions, self.logprobs = delay, completions, logprobs
+    def __init__(self, *, delay: float = 0.0, completions: bool = True, logprobs: bool = True,
+                 gate: threading.Event | None = None):
+        self.delay, self.completions, self.logprobs, self.gate = delay, completions, logprobs, gate
         self.faults: deque[str] = deque()
         self.top = {"A": -0.2, "B": -1.8, "C": -4.0}  # top log-probs of the first generated token
         self.seen: list[tuple[float, str, dict[str, Any]]] = []  # (arrival time, path, body) of every request
@@ -46,7 +51,8 @@ class FakeServer:
         started = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(started,), daemon=True)
         self._thread.start()
-        started.wait(5)
+        if not started.wait(60):  # generous: a loaded machine starts a thread slowly; the wait ends early
+            raise RuntimeError("the fake server did not start")
         self.url = f"http://127.0.0.1:{self.port}/v1"
 
     def _run(self, started: threading.Event) -> None:
@@ -102,6 +108,8 @@ class FakeServer:
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         try:
+            if self.gate is not None:
+                await _until(self.gate.is_set)
             await asyncio.sleep(self.delay)
             fault = self.faults.popleft() if self.faults else None
             if fault == "timeout":
@@ -219,11 +227,11 @@ def test_transient_failures_are_retried_with_growing_backoff(server):
 def test_a_stalled_request_times_out_and_is_retried(server):
     server.faults.append("timeout")
     engine = engine_for(server, timeout_s=0.3)
-    started = time.monotonic()
     [done] = run(engine, engine.chat(chat_request()))
+    # The timeout, not the stall's end, ended the first try: a try that waited the stall out would be "ok".
     assert done.ok and [a.status for a in done.attempts] == ["failed", "ok"]
     assert done.attempts[0].error == "timeout after 0.3 s"
-    assert 0.25 < done.attempts[0].latency_s < 1.5 and time.monotonic() - started < 3
+    assert done.attempts[0].latency_s >= 0.25  # it waited for the timeout (no upper bound: speed is for bench/)
 
 
 def test_permanent_failure_returns_an_error_after_max_retries_plus_one_tries(server):
@@ -243,24 +251,51 @@ def test_a_bad_request_is_not_retried(server):
 
 
 def test_the_window_fills_up_to_concurrency_and_never_beyond():
-    server = FakeServer(delay=0.1)
+    gate = threading.Event()
+    server = FakeServer(gate=gate)
     try:
         engine = engine_for(server, concurrency=5)
-        done = run(engine, *(engine.chat(chat_request(f"q{i}")) for i in range(30)))
+
+        async def scenario() -> tuple[int, list]:
+            tasks = [asyncio.create_task(engine.chat(chat_request(f"q{i}"))) for i in range(30)]
+            await _until(lambda: server.active == 5)  # the first window, held unanswered by the gate
+            in_window = len(server.seen)  # nothing came back, so nothing beyond the window went out
+            gate.set()
+            return in_window, await asyncio.gather(*tasks)
+
+        in_window, done = run(engine, scenario())[0]
+        assert in_window == 5
         assert all(d.ok for d in done) and len(server.seen) == 30
         assert server.max_active == 5
     finally:
+        gate.set()
         server.close()
 
 
-def test_the_window_is_released_during_backoff():
+async def _until(condition: Any, limit_s: float = 60.0) -> None:
+    """Poll ``condition()`` on the event loop until it holds; bounded, generous for a loaded machine."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not come true"
+        await asyncio.sleep(0.005)
+
+
+def test_the_window_is_released_during_backoff(monkeypatch):
     server = FakeServer(delay=0.05)
     try:
         server.faults.append("500")
-        engine = engine_for(server, concurrency=1, backoff_base_s=0.6, backoff_max_s=0.6)
+        engine = engine_for(server, concurrency=1)
+
+        def contents() -> list[str]:
+            return [body["messages"][0]["content"] for _, _, body in server.seen]
+
+        async def backoff(delay: float) -> None:  # the engine's only sleep: its backoff lasts until "second" is in
+            await _until(lambda: "second" in contents())
+
+        monkeypatch.setattr(openai_engine, "asyncio", SimpleNamespace(**{**vars(asyncio), "sleep": backoff}))
 
         async def second() -> Any:
-            await asyncio.sleep(0.02)  # let the first request take the only slot
+            await _until(lambda: contents() == ["first"])  # the first request holds the only slot
             return await engine.chat(chat_request("second"))
 
         first, later = run(engine, engine.chat(chat_request("first")), second())
@@ -272,13 +307,23 @@ def test_the_window_is_released_during_backoff():
 
 
 def test_requests_spread_over_replicas():
-    one, two = FakeServer(delay=0.05), FakeServer(delay=0.05)
+    gate = threading.Event()
+    one, two = FakeServer(gate=gate), FakeServer(gate=gate)
     try:
         engine = engine_for(one, two, concurrency=8)
-        done = run(engine, *(engine.chat(chat_request(f"q{i}")) for i in range(24)))
-        assert all(d.ok for d in done)
-        assert len(one.seen) + len(two.seen) == 24 and min(len(one.seen), len(two.seen)) >= 8
+
+        async def scenario() -> tuple[tuple[int, int], list]:
+            tasks = [asyncio.create_task(engine.chat(chat_request(f"q{i}"))) for i in range(24)]
+            await _until(lambda: len(one.seen) + len(two.seen) == 8)  # the first window, unanswered
+            first_window = (len(one.seen), len(two.seen))
+            gate.set()
+            return first_window, await asyncio.gather(*tasks)
+
+        first_window, done = run(engine, scenario())[0]
+        assert first_window == (4, 4)  # fewest in flight first, ties round-robin; later ones follow replies
+        assert all(d.ok for d in done) and len(one.seen) + len(two.seen) == 24
     finally:
+        gate.set()
         one.close()
         two.close()
 
@@ -361,12 +406,27 @@ def test_list_models_and_from_settings(server, settings):
         OpenAIEngine.from_settings(settings.model_copy(update={"base_url": [server.url], "model": "other"}))
 
 
-def test_an_unreachable_endpoint_fails_fast_with_a_hint(settings):
+def test_an_unreachable_endpoint_fails_fast_with_a_hint(settings, monkeypatch):
     url = f"http://127.0.0.1:{free_port()}/v1"
-    started = time.monotonic()
+    clock = FakeClock()  # the waiting is counted on a fake clock: refused connections take no time to count
+    monkeypatch.setattr(openai_endpoint, "time", clock)
     with pytest.raises(EngineError, match=r"no OpenAI-compatible server at .*rlaif serve"):
         OpenAIEngine.from_settings(settings.model_copy(update={"base_url": [url]}), wait_s=1.0)
-    assert time.monotonic() - started < 4
+    assert clock.now == pytest.approx(1.0) and clock.sleeps == 2  # three tries in wait_s, then it gave up
+
+
+class FakeClock:
+    """``time.monotonic`` and ``time.sleep`` for code that waits: sleeping moves the clock, nothing else does."""
+
+    def __init__(self) -> None:
+        self.now, self.sleeps = 0.0, 0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.sleeps += 1
 
 
 def test_prefix_cache_stats_read_vllm_metrics(server):

@@ -4,26 +4,35 @@ The server runs from the serving environment: ``RLAIF_SERVE_PYTHON`` when set, e
 --setup`` creates under the cache dir (CI's setup script does that). When neither exists the tests FAIL and say
 how to create it: a silently skipped server test would hide a broken serving setup.
 
-The session fixture is registered once, in ``conftest.py``, so every module shares one server.
+The session fixture is registered once, in ``conftest.py``, so every module shares one server. It serves in the
+dtype the settings give (``RLAIF_SERVE_DTYPE``; ``auto`` resolves as `rlaif serve` resolves it), so the suite can
+be run once per dtype; a test that needs one dtype whatever the setting takes ``server_in_dtype``.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from rlaif.config import EMBEDDED_MODEL, Settings, load_settings
+from rlaif.engines.vllm_options import resolve_dtype
 from rlaif.serve import VLLMServer, serve_venv
 
 START_TIMEOUT_S = 420.0  # ~40 s alone on 2 cores with --enforce-eager; measured up to 185 s when shared
 
 
-def serve_settings() -> Settings:
-    """Settings of the test server: the embedded model, the user's (or CI's) cache dir."""
-    return load_settings(model=EMBEDDED_MODEL, engine="openai")
+def serve_settings(dtype: str | None = None) -> Settings:
+    """Settings of the test server: the embedded model, the user's (or CI's) cache dir, ``dtype`` if given."""
+    return load_settings(model=EMBEDDED_MODEL, engine="openai", serve_dtype=dtype)
+
+
+def configured_dtype() -> str:
+    """The dtype the session server runs in: the ``serve_dtype`` setting, resolved for this CPU."""
+    return str(resolve_dtype(serve_settings().serve_dtype, gpu=False))
 
 
 def vllm_python(settings: Settings | None = None) -> Path:
@@ -68,6 +77,23 @@ def start_vllm_server(settings: Settings | None = None, port: int | None = None)
 def vllm_server() -> Iterator[VLLMServer]:
     """One real vLLM CPU server serving SmolLM2 for the whole session (tests may kill and restart it)."""
     server = start_vllm_server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def server_in_dtype(request: pytest.FixtureRequest, dtype: str) -> Iterator[VLLMServer]:
+    """A server in ``dtype``: the session's when it runs in that dtype, else one of its own for this test only.
+
+    So a dtype-bound test costs a server start only in the run whose setting picks the other dtype, and at most
+    two servers are up at once (an idle one takes next to no CPU: 0.1 CPU-s in 10 s, measured).
+    """
+    if configured_dtype() == dtype:
+        yield request.getfixturevalue("vllm_server")
+        return
+    server = start_vllm_server(serve_settings(dtype))
     try:
         yield server
     finally:

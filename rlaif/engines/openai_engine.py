@@ -88,7 +88,9 @@ class OpenAIEngine:
     """The engine protocol over one or more OpenAI-compatible endpoints (replicas of one model).
 
     Seeds are per request: each request's ``seed`` goes to the server, and vLLM gives every request its own
-    generator, so a seeded request gives the same text whatever else shares its batch.
+    generator. Whether a seeded request then gives the same text whatever else shares its batch is the server's
+    dtype's doing: yes in every case measured for vLLM on CPU in float32, no in bfloat16 (``serve_dtype``;
+    docs/engines.md, "Seeds").
     """
 
     name = "openai"

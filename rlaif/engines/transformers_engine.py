@@ -48,8 +48,9 @@ class TransformersEngine(BatchedEngine):
 
     Seeds: ``generate`` samples every row of a batch from one global torch generator, so a seed cannot be given
     per row. The engine seeds per batch instead, from a hash of the batch's request seeds (``batch_seed``): a
-    seeded request run again in the same batch composition (alone, for instance) gives the same text, but its
-    text depends on which requests shared its batch. A batch of unseeded requests leaves the generator alone.
+    seeded request run again in the same batch composition (alone, for instance) gives the same text (tested on
+    CPU, float32), but its text depends on which requests shared its batch. A batch of unseeded requests leaves
+    the generator alone.
     """
 
     name = "transformers"

