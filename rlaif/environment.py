@@ -30,7 +30,12 @@ QUIET: Mapping[str, str] = {
     "PREFECT_LOGGING_LEVEL": "WARNING",
     "TOKENIZERS_PARALLELISM": "false",
 }
-ALL: Mapping[str, str] = {**OFFLINE, **NO_TELEMETRY, **QUIET}
+# Prefect gives its temporary local server 20 s to start; a loaded 2-core machine took longer (issue 7). The wait
+# ends as soon as the server answers, so a generous bound costs nothing when all is well.
+PATIENT: Mapping[str, str] = {
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+}
+ALL: Mapping[str, str] = {**OFFLINE, **NO_TELEMETRY, **QUIET, **PATIENT}
 
 
 def prepare_environment() -> None:

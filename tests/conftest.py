@@ -6,10 +6,10 @@ import os
 
 from rlaif.environment import prepare_environment
 
-prepare_environment()  # before any model library is imported by a test module
-# Prefect waits 20 s for its temporary server by default: a loaded 2-core machine took longer (issue 7). The wait
-# ends as soon as the server answers; subprocesses (`rlaif demo`) inherit it.
+# Tests share a machine with other work: give Prefect's temporary server longer than users need (the wait ends as
+# soon as it answers; subprocesses such as `rlaif demo` inherit it). Set before prepare_environment's default.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600")
+prepare_environment()  # before any model library is imported by a test module
 
 import pytest  # noqa: E402
 
