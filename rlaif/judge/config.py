@@ -36,7 +36,7 @@ class JudgeConfig(BaseModel):
     cot_temperature: float = Field(0.0, ge=0.0, le=2.0, description="sampling temperature of the rationale")
     score_temperature: float = Field(1.0, gt=0.0, le=100.0,
                                      description="rating points per logistic unit: p(a>b) from two 1-10 scores")
-    contrast_temperature: float = Field(0.05, gt=0.0, le=100.0,
+    contrast_temperature: float = Field(0.2, gt=0.0, le=100.0,
                                         description="nats per token per logistic unit: p(a>b) from two PMI scores")
 
     def fingerprint(self) -> str:
