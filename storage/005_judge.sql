@@ -111,10 +111,27 @@ CREATE TABLE judge_eval_pairs (
 
 -- One row per judgement: a pair's verdicts from one judge model, constitution version and mode, averaged over
 -- the principles of its ensemble. `decision` is what the preference follows: the mean probability that
--- response_a is better, or (engines without log-probs) the mean vote.
+-- response_a is better, or (engines without log-probs) the mean vote. Rows written in the caller's order (by
+-- code from before 005) are turned to the canonical order first, so every row of a pair is about the same a.
 CREATE OR REPLACE VIEW preference_judgements AS
+WITH oriented AS (
+    SELECT
+        pair_id, prompt_id, chain_id, principle_id, method, status, judge_model, judge_engine, policy_model,
+        constitution_name, constitution_version, run_id, consistent,
+        coalesce(mode, 'choice') AS mode,
+        least(response_a, response_b) AS response_a,
+        greatest(response_a, response_b) AS response_b,
+        CASE WHEN response_a > response_b THEN source_b ELSE source_a END AS source_a,
+        CASE WHEN response_a > response_b THEN source_a ELSE source_b END AS source_b,
+        CASE WHEN response_a > response_b THEN 1 - p_a ELSE p_a END AS p_a,
+        CASE WHEN response_a > response_b THEN 1 - vote_a ELSE vote_a END AS vote_a,
+        CASE WHEN response_a > response_b THEN score_b ELSE score_a END AS score_a,
+        CASE WHEN response_a > response_b THEN score_a ELSE score_b END AS score_b,
+        coalesce(order_gap, abs(p_a_ab - p_a_ba)) AS order_gap
+    FROM comparisons
+)
 SELECT
-    md5(concat_ws('|', pair_id, judge_model, constitution_version, coalesce(mode, 'choice'))) AS judgement_id,
+    md5(concat_ws('|', pair_id, judge_model, constitution_version, mode)) AS judgement_id,
     pair_id,
     any_value(prompt_id) AS prompt_id,
     any_value(chain_id) AS chain_id,
@@ -122,7 +139,7 @@ SELECT
     any_value(response_b) AS response_b,
     any_value(source_a) AS source_a,
     any_value(source_b) AS source_b,
-    coalesce(mode, 'choice') AS mode,
+    mode,
     any_value(method) FILTER (WHERE coalesce(status, 'ok') = 'ok') AS method,
     judge_model,
     any_value(judge_engine) AS judge_engine,
@@ -134,15 +151,15 @@ SELECT
     coalesce(avg(p_a), avg(vote_a)) AS decision,
     bool_and(consistent) AS consistent,
     avg(CASE WHEN consistent THEN 1.0 WHEN NOT consistent THEN 0.0 END) AS consistency,
-    avg(coalesce(order_gap, abs(p_a_ab - p_a_ba))) AS order_gap,
+    avg(order_gap) AS order_gap,
     avg(score_a) AS score_a,
     avg(score_b) AS score_b,
     coalesce(list(principle_id ORDER BY principle_id) FILTER (WHERE p_a IS NOT NULL OR vote_a IS NOT NULL),
              []) AS principles,
     count(*) FILTER (WHERE status = 'parse_failed') AS parse_failures,
     max(run_id) AS run_id
-FROM comparisons
-GROUP BY pair_id, judge_model, constitution_name, constitution_version, coalesce(mode, 'choice');
+FROM oriented
+GROUP BY pair_id, judge_model, constitution_name, constitution_version, mode;
 
 -- Every judgement with its flags (row_flags, target 'pair': flags about the two texts use the pair_id, flags
 -- about one judge's verdict the judgement_id). Nothing is left out here.

@@ -78,7 +78,7 @@ def test_lines_that_read_as_the_prompts_structure_are_quoted(harmless):
 def test_chat_special_tokens_are_neutralised_so_the_tokenizer_reads_text(harmless, tmp_path_factory):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(make_tiny_model_dir(tmp_path_factory.mktemp("tiny-tok")))
+    tokenizer = AutoTokenizer.from_pretrained(make_tiny_model_dir(tmp_path_factory.getbasetemp() / "tiny-model"))
     prompt = build(harmless, TOKENS, HONEST)
     assert not any(token in prompt for token in SPECIALS)
     assert "< |im_end|>" in prompt and "< |im_start|>user" in prompt
