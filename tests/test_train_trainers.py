@@ -120,7 +120,7 @@ def test_reward_model_learns_is_calibrated_and_normalised(store, tiny_dir, tmp_p
                        "USING (prompt_id) WHERE p.split = 'train'")
     scorer = RewardScorer(folder, device="cpu")
     answers = {(json.dumps(r["messages"]), text): r["messages"] for r in rows for text in (r["chosen"], r["rejected"])}
-    normalised, raw = scorer.score(list(answers.values()), [text for _, text in answers])
+    normalised, _ = scorer.score(list(answers.values()), [text for _, text in answers])
     values = torch.tensor(normalised, dtype=torch.float64)
     assert float(values.mean()) == pytest.approx(0.0, abs=1e-3)
     assert float(values.std(unbiased=False)) == pytest.approx(1.0, abs=1e-3)
