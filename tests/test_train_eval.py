@@ -3,7 +3,6 @@ the fake judge: ``rlaif train dpo``, ``rlaif eval winrate``, ``rlaif train rm`` 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -11,10 +10,9 @@ import numpy as np
 import pytest
 import torch
 from tiny_model import make_tiny_model_dir
-from train_helpers import crafted_store
+from train_helpers import crafted_store, eval_prompts_file
 
 from rlaif.cli import main
-from rlaif.prompts import make_prompt
 from rlaif.store import Store
 from rlaif.train.winrate import bootstrap_lc, fit_length_glm, summarise, win_rate_interval
 
@@ -72,22 +70,6 @@ def test_summary_counts_and_a_seeded_bootstrap():
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
     return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-llama"))
-
-
-def eval_prompts_file(path: Path, count: int = 3) -> Path:
-    """A JSONL prompt file with ``count`` prompts of the eval split and as many of the train split."""
-    rows, evals, trains = [], 0, 0
-    for i in range(400):
-        prompt = make_prompt(f"tell me about the red bird number {i}")
-        if prompt.split == "eval" and evals < count:
-            evals += 1
-        elif prompt.split == "train" and trains < count:
-            trains += 1
-        else:
-            continue
-        rows.append(json.dumps({"prompt": prompt.text}))
-    path.write_text("\n".join(rows) + "\n")
-    return path
 
 
 def test_train_dpo_then_eval_winrate_end_to_end(tiny_dir, tmp_path, capsys):

@@ -91,7 +91,8 @@ def base_of(policy: Path, base: str | None) -> str:
 
 
 def run_winrate(settings: Settings, *, policy: str | Path, prompts: str, base: str | None = None,
-                options: WinRateOptions | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+                options: WinRateOptions | None = None, log: Callable[[str], None] = print,
+                prefect_flow_run_id: str | None = None) -> dict[str, Any]:
     """Evaluate ``policy`` against ``base`` on ``prompts``; returns the stored ``winrate_evals`` row."""
     from rlaif.constitution import load_constitution, resolve_constitution
     from rlaif.runner import open_store
@@ -110,7 +111,7 @@ def run_winrate(settings: Settings, *, policy: str | Path, prompts: str, base: s
         log(f"evaluation {eval_id} is stored already")
         return stored[0]
     run_id = _open_run(store, options, policy_path, base_model, prompts, constitution, settings.engine,
-                       _feedback_model(settings))
+                       _feedback_model(settings), prefect_flow_run_id)
     try:
         report = _evaluate(settings, store, run_id, eval_id, rows, params, options, constitution, policy_path,
                            base_model, prompts, log)
@@ -222,7 +223,7 @@ def _feedback_model(settings: Settings) -> str:
 
 
 def _open_run(store: Store, options: WinRateOptions, policy: Path, base: str, source: str,
-              constitution: Constitution, judge_engine: str, judge_model: str) -> str:
+              constitution: Constitution, judge_engine: str, judge_model: str, prefect_flow_run_id: str | None) -> str:
     """The ``runs`` row the evaluation's engine calls are recorded under (one place for the run-record API)."""
     from types import SimpleNamespace
 
@@ -232,7 +233,7 @@ def _open_run(store: Store, options: WinRateOptions, policy: Path, base: str, so
     params = {**options.model_dump(), "policy": str(policy), "base": base, "prompts": source}
     judge = SimpleNamespace(name=judge_engine, model=judge_model)  # the row names the judge; answers name theirs
     start_run(store, run_id=run_id, kind="eval-winrate", params=params, constitution=constitution, engine=judge,
-              seed=options.seed)
+              seed=options.seed, prefect_flow_run_id=prefect_flow_run_id)
     return run_id
 
 
