@@ -98,9 +98,9 @@ def run_training(recipe: Recipe, store: Any, *, options: TrainOptions, base_mode
     start = on_main(accelerator, lambda: tracking.open_run(store, spec))
     setup.run_id = start.run_id
     if start.completed:
-        log(f"run {start.run_id} already completed; its model is at {start.final_path}")
+        setup.log(f"run {start.run_id} already completed; its model is at {start.final_path}")
         return TrainResult(start.run_id, recipe.kind, start.final_path, total, already_done=True)
-    log(f"{recipe.kind} run {start.run_id}: {len(train)} train / {len(evals)} eval examples "
+    setup.log(f"{recipe.kind} run {start.run_id}: {len(train)} train / {len(evals)} eval examples "
         f"({skipped + skipped_eval} skipped), {total} steps, {world} process(es), {torch_device.type} {precision}"
         + (f", resuming at step {start.resume_step}" if start.resume_from else ""))
     with contextlib.ExitStack() as stack:
