@@ -181,7 +181,7 @@ def report(ours: dict, trl: dict, args: argparse.Namespace, load_before: str, lo
     lines = [
         f"Run {datetime.date.today()}, commit {commit}, {os.cpu_count()} CPUs, {args.threads} torch threads a side, "
         f"model {args.model}, {args.pairs} pairs, {args.batch} pairs a step, max_length {args.max_length}, fp32, "
-        f"no gradient checkpointing. `uptime` load before: {load_before}; after: {load_after}.",
+        f"no gradient checkpointing, {args.first} first. `uptime` load before: {load_before}; after: {load_after}.",
         "",
         "| side | steps | tokens | step time (s) | one-time reference pass (s) | tokens/s | peak RSS (GiB) |",
         "|---|---|---|---|---|---|---|",
@@ -208,6 +208,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--random-model", choices=["0.5b"], default=None, help="GPU only: a random-init ~0.5B Llama")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak, for MFU")
+    parser.add_argument("--first", choices=["trl", "ours"], default="trl", help="which side runs first")
     parser.add_argument("--docs", type=Path, default=None, help="append the section to this markdown file")
     parser.add_argument("--side", choices=["ours", "trl"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--work", default=None, help=argparse.SUPPRESS)
@@ -245,8 +246,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"random 0.5B, bf16: {rate:.0f} tokens/s{mfu}; peak RSS {ours['peak_rss_gib']:.2f} GiB")
         return None
     load_before = os.getloadavg()
-    trl = run_side("trl", args, folder)
-    ours = run_side("ours", args, folder)
+    order = ["trl", "ours"] if args.first == "trl" else ["ours", "trl"]
+    results = {side: run_side(side, args, folder) for side in order}
+    trl, ours = results["trl"], results["ours"]
     load_after = os.getloadavg()
     text = report(ours, trl, args, " ".join(f"{x:.2f}" for x in load_before),
                   " ".join(f"{x:.2f}" for x in load_after))

@@ -109,10 +109,13 @@ def test_bad_checkpoint_path_and_missing_base_are_one_line(tmp_path, capsys):
     assert err.startswith("error: ") and "not a model folder" in err and "\n" not in err
 
 
-def test_train_rm_then_score_stored_responses(tiny_dir, tmp_path, capsys):
+def test_train_sft_and_rm_then_score_stored_responses(tiny_dir, tmp_path, capsys):
     db = tmp_path / "rm.duckdb"
     crafted_store(db, pairs=24)
     assert main(["--db", str(db), "--engine", "fake", "demo", "--limit", "5", "--no-prefect", "--no-progress"]) == 0
+    assert main(["--db", str(db), "train", "sft", "--model", str(tiny_dir), "--out", str(tmp_path / "sft"),
+                 "--max-steps", "2", "--batch-size", "4", "--micro-batch-size", "2"]) == 0
+    assert (tmp_path / "sft" / "final" / "model.safetensors").is_file()
     out = tmp_path / "rm"
     assert main(["--db", str(db), "train", "rm", "--model", str(tiny_dir), "--out", str(out), "--max-steps", "3",
                  "--batch-size", "4", "--micro-batch-size", "4"]) == 0

@@ -111,7 +111,9 @@ def score(model: Annotated[Path, typer.Option(help="Reward model folder (rlaif t
 
 @eval_app.command("winrate")
 def eval_winrate(policy: Annotated[Path, typer.Option(help="Trained model folder (or a training --out folder).")],
-                 prompts: Annotated[str, typer.Option(help="Prompt source; its eval-split prompts are used.")],
+                 prompts: Annotated[str, typer.Option(help="Prompt source (any rlaif.sources spec); its eval-split "
+                                                      "prompts are used.")],
+                 prompt_column: Annotated[str, typer.Option(help="Column holding the prompt.")] = "prompt",
                  base: Annotated[Optional[str], typer.Option(help="Base model (default: what the policy was "
                                                              "trained from).")] = None,
                  limit: Annotated[Optional[int], typer.Option(help="At most this many prompts.")] = None,
@@ -127,7 +129,8 @@ def eval_winrate(policy: Annotated[Path, typer.Option(help="Trained model folder
     options = parse_options(WinRateOptions, {"limit": limit, "split": split, "max_tokens": max_tokens,
                                              "temperature": temperature, "seed": seed, "constitution": constitution},
                             what="option")
-    r = run_winrate(settings(), policy=policy, prompts=prompts, base=base, options=options, log=echo)
+    r = run_winrate(settings(), policy=policy, prompts=prompts, base=base, options=options,
+                    prompt_column=prompt_column, log=echo)
     echo(f"win rate {r['win_rate']:.3f} [{r['win_rate_low']:.3f}, {r['win_rate_high']:.3f}], length-controlled "
          f"{r['lc_win_rate']:.3f} [{r['lc_win_rate_low']:.3f}, {r['lc_win_rate_high']:.3f}] over {r['prompts']} "
          f"prompts ({r['wins']} won, {r['ties']} tied, {r['losses']} lost)\n"

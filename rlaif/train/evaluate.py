@@ -56,15 +56,14 @@ class WinRateOptions(BaseModel):
     answer_engine: str | None = Field(None, description="in-process engine for both models: transformers | vllm")
 
 
-def read_source_prompts(source: str) -> list[PromptRow]:
-    """The prompts of ``source`` (one function, so the prompt-source layer can replace it in one place)."""
-    try:
-        from rlaif.sources import read_prompts  # the prompt-source layer, once merged
-    except ImportError:
-        from rlaif.prompts import load_prompts
+def read_source_prompts(source: str, *, prompt_column: str = "prompt", db: Path | None = None) -> list[PromptRow]:
+    """The prompts of any prompt source (``rlaif.sources``: JSONL, CSV, Parquet, text, datasets folders, SQL).
 
-        return load_prompts(Path(source))
-    return [row for row in read_prompts(source) if hasattr(row, "prompt_id")]
+    A bad row stops the evaluation with its ``FILE:ROW: column ...`` line before any model is loaded.
+    """
+    from rlaif.sources import read_prompts
+
+    return list(read_prompts(source, prompt_column=prompt_column, db=db))
 
 
 def resolve_policy(path: str | Path) -> Path:
@@ -91,8 +90,8 @@ def base_of(policy: Path, base: str | None) -> str:
 
 
 def run_winrate(settings: Settings, *, policy: str | Path, prompts: str, base: str | None = None,
-                options: WinRateOptions | None = None, log: Callable[[str], None] = print,
-                prefect_flow_run_id: str | None = None) -> dict[str, Any]:
+                options: WinRateOptions | None = None, prompt_column: str = "prompt",
+                log: Callable[[str], None] = print, prefect_flow_run_id: str | None = None) -> dict[str, Any]:
     """Evaluate ``policy`` against ``base`` on ``prompts``; returns the stored ``winrate_evals`` row."""
     from rlaif.constitution import load_constitution, resolve_constitution
     from rlaif.runner import open_store
@@ -100,7 +99,7 @@ def run_winrate(settings: Settings, *, policy: str | Path, prompts: str, base: s
     options = options or WinRateOptions()
     policy_path = resolve_policy(policy)
     base_model = base_of(policy_path, base)
-    rows = _select_prompts(read_source_prompts(prompts), options)
+    rows = _select_prompts(read_source_prompts(prompts, prompt_column=prompt_column, db=settings.db), options)
     constitution = load_constitution(resolve_constitution(options.constitution))
     store = open_store(settings)
     params = SamplingParams(temperature=options.temperature, top_p=options.top_p, max_tokens=options.max_tokens)
