@@ -57,6 +57,8 @@ def _common(lr, batch_size, micro_batch_size, max_steps, epochs, max_length, sav
 @train_app.command("sft")
 def train_sft(out: Out, model: Model = None, rounds: Annotated[Optional[str], typer.Option(
         help="final: each chain's last revision; all: every round's revision.")] = None,
+        train_on: Annotated[Optional[str], typer.Option(
+            help="Assistant turns in the loss: last (the answer) | all (earlier turns of the prompt too).")] = None,
         lr: Lr = None, batch_size: BatchSize = None, micro_batch_size: MicroBatch = None, max_steps: MaxSteps = None,
         epochs: Epochs = None, max_length: MaxLength = None, save_every: SaveEvery = None, lr_schedule: Schedule = None,
         seed: Seed = None, lora: Lora = False, lora_r: LoraR = None, precision: Precision = None,
@@ -64,7 +66,7 @@ def train_sft(out: Out, model: Model = None, rounds: Annotated[Optional[str], ty
     """Supervised fine-tuning on sft_dataset (the SL-CAI model); the loss covers the assistant answer only."""
     values = _common(lr, batch_size, micro_batch_size, max_steps, epochs, max_length, save_every, lr_schedule, seed,
                      lora, lora_r, precision, gradient_checkpointing)
-    _train("sft", out, model, {**values, "rounds": rounds})
+    _train("sft", out, model, {**values, "rounds": rounds, "train_on": train_on})
 
 
 @train_app.command("rm")

@@ -206,7 +206,7 @@ class RewardScorer:
             for group in chunks(range(len(seqs)), SCORE_BATCH):
                 ids, attention = pad_right([seqs[i] for i in group], self.tokenizer.pad_token_id)
                 raw += self.model(ids.to(self.device), attention.to(self.device)).tolist()
-        normalised = self.model.normalise(torch.tensor(raw)).tolist() if raw else []
+        normalised = self.model.normalise(torch.tensor(raw, device=self.device)).tolist() if raw else []
         return normalised, raw
 
 
