@@ -20,6 +20,15 @@ from rlaif.store import Store, Writer, utcnow
 # Every table and view of a freshly migrated database, columns in order. A schema change must update this.
 GOLDEN = {
     "attempts": ["attempt_id", "key", "run_id", "stage", "number", "status", "error", "latency_s", "started_at"],
+    "best_of_n": [
+        "selection_id", "run_id", "prompt_id", "n", "scored", "chosen_key", "chosen", "reward", "reward_mean",
+        "reward_source", "candidate_keys", "policy_model", "seed", "created_at",
+    ],
+    "best_of_n_sft": [
+        "prompt_id", "prompt", "completion", "messages", "original", "rounds", "chain_id", "run_id",
+        "constitution_name", "constitution_version", "model", "split", "source", "n", "reward", "reward_mean",
+        "reward_source", "chosen_key",
+    ],
     "comparisons": [
         "comparison_id", "pair_id", "run_id", "prompt_id", "chain_id", "principle_id", "response_a",
         "response_b", "source_a", "source_b", "key_ab", "key_ba", "p_a_ab", "p_a_ba", "p_a", "consistent",
@@ -29,6 +38,24 @@ GOLDEN = {
         "key", "run_id", "kind", "stage", "prompt_id", "messages", "prompt_text", "params", "engine", "model",
         "output", "choice_logprobs", "choice_method", "finish_reason", "prompt_tokens", "completion_tokens",
         "latency_s", "constitution_version", "created_at",
+    ],
+    "iterate_loops": [
+        "loop_id", "base_model", "iterations", "config", "out_dir", "status", "started_at", "finished_at", "error",
+    ],
+    "iteration_steps": [
+        "loop_id", "iteration", "step", "status", "output", "started_at", "finished_at", "error",
+    ],
+    "iterations": [
+        "loop_id", "iteration", "policy_before", "policy_after", "trainer", "generate_run_id", "train_run_id",
+        "win_rate_vs_previous", "win_rate_vs_base", "eval_previous_id", "eval_base_id", "status", "started_at",
+        "finished_at",
+    ],
+    "overopt_records": [
+        "run_id", "step", "prompts", "kl", "mean_length", "length_drift", "proxy_score", "judge_score",
+        "proxy_source", "judge_model", "created_at",
+    ],
+    "overopt_warnings": [
+        "run_id", "step", "kind", "since_step", "proxy_delta", "judge_delta", "message", "created_at",
     ],
     "preference_dataset": [
         "prompt_id", "prompt", "chosen", "rejected", "p_chosen", "margin", "consistent", "principles", "method",
@@ -40,6 +67,11 @@ GOLDEN = {
         "response_key", "critique_key", "revision_key", "constitution_name", "constitution_version", "model",
         "created_at",
     ],
+    "rl_rollouts": [
+        "key", "run_id", "step", "prompt_id", "sample", "response_tokens", "ended", "score", "penalised_score", "kl",
+        "advantage", "created_at",
+    ],
+    "rollout_rewards": ["key", "source", "value", "weight", "detail", "run_id", "created_at"],
     "row_flags": ["target", "target_id", "flag", "value", "threshold", "detail", "run_id", "created_at"],
     "runs": [
         "run_id", "kind", "status", "params", "constitution_name", "constitution_version", "engine", "model",
