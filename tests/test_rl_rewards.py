@@ -1,0 +1,107 @@
+"""Reward specs, rule functions (imported from the current directory), weights, and their one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlaif.errors import ConfigError
+from rlaif.train.rewards import (
+    CombinedReward,
+    RewardBatch,
+    RewardSpec,
+    RuleReward,
+    SourceScores,
+    fill_missing,
+    parse_reward_spec,
+    parse_reward_specs,
+)
+
+RULES = '''
+def ends_with_please(prompts, completions, **info):
+    return [1.0 if c.endswith("please") else 0.0 for c in completions]
+
+def length(prompts, completions, *, ended, **info):
+    return [len(c) if e else None for c, e in zip(completions, ended)]
+
+def broken(prompts, completions, **info):
+    raise ValueError("no scores today")
+
+def wrong_count(prompts, completions, **info):
+    return [1.0]
+
+def not_a_number(prompts, completions, **info):
+    return ["high" for _ in completions]
+
+def one_argument(text):
+    return 1.0
+'''
+
+
+def batch(*responses: str, ended=None) -> RewardBatch:
+    n = len(responses)
+    return RewardBatch(messages=[[{"role": "user", "content": f"q{i}"}] for i in range(n)], responses=responses,
+                       prompt_ids=[f"p{i}" for i in range(n)], ended=ended or [True] * n)
+
+
+@pytest.fixture
+def rules_dir(tmp_path, monkeypatch):
+    (tmp_path / "my_rules.py").write_text(RULES, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+
+
+def test_parse_specs_and_weights():
+    assert parse_reward_spec("judge") == RewardSpec("judge", "", 1.0)
+    assert parse_reward_spec("rm:runs/rm/final@0.5") == RewardSpec("rm", "runs/rm/final", 0.5)
+    assert parse_reward_spec("rule:my_rules:length@-2") == RewardSpec("rule", "my_rules:length", -2.0)
+    assert parse_reward_spec("rm:/data/model@v2").target == "/data/model@v2"  # an '@' in a path is no weight
+    assert str(parse_reward_spec("rule:a:b@0.5")) == "rule:a:b@0.5"
+    for bad in ("rule:nofunction", "rm:", "judge:x", "bandit", "rule::f"):
+        with pytest.raises(ConfigError, match="expected rm:CKPT | judge | rule:module:function"):
+            parse_reward_spec(bad)
+    with pytest.raises(ConfigError, match="twice"):
+        parse_reward_specs(["judge", "judge@2"])
+    with pytest.raises(ConfigError, match="at least one"):
+        parse_reward_specs([])
+
+
+def test_rule_from_the_current_directory(rules_dir):
+    rule = RuleReward("my_rules:ends_with_please")
+    assert rule.score(batch("thanks", "yes please")).values == [0.0, 1.0]
+    lengths = RuleReward("my_rules:length").score(batch("abc", "de", ended=[True, False]))
+    assert lengths.values == [3.0, None] and lengths.details[1] == "the rule returned None"
+
+
+@pytest.mark.parametrize("target, message", [
+    ("no_such_module:f", "cannot import module 'no_such_module'"),
+    ("my_rules:missing", "has no function 'missing'"),
+    ("my_rules:broken", "rule:my_rules:broken raised ValueError: no scores today"),
+    ("my_rules:wrong_count", "returned 1 values for 2 completions"),
+    ("my_rules:not_a_number", "returned 'high' for completion 0"),
+    ("my_rules:one_argument", r"expected def f\(prompts, completions, \*\*info\)"),
+])
+def test_rule_errors_are_one_line(rules_dir, target, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        RuleReward(target).score(batch("a", "b"))
+    assert "\n" not in str(info.value)
+
+
+class Constant:
+    def __init__(self, source, values):
+        self.source, self.values = source, values
+
+    def score(self, b):
+        return SourceScores(list(self.values), [None] * len(self.values))
+
+
+def test_combined_reward_weights_and_missing_values():
+    combined = CombinedReward([(Constant("a", [1.0, 3.0, None]), 2.0), (Constant("b", [0.5, 0.5, 0.5]), -1.0)])
+    scores = combined.score(batch("x", "y", "z"))
+    # a's missing value takes a's batch mean, 2.0: totals 2*1 - 0.5, 2*3 - 0.5, 2*2 - 0.5
+    assert scores.total == [1.5, 5.5, 3.5]
+    assert scores.by_source["a"].values == [1.0, 3.0, None]  # what is stored keeps the NULL
+    rows = scores.rows(["k1", "k2", "k3"], "run", now=None)
+    assert len(rows) == 6 and {r["source"] for r in rows} == {"a", "b"}
+    assert [r["value"] for r in rows if r["source"] == "a"] == [1.0, 3.0, None]
+    assert all(r["weight"] == -1.0 for r in rows if r["source"] == "b")
+    assert fill_missing([None, None]) == [0.0, 0.0]
