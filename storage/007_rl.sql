@@ -41,7 +41,7 @@ CREATE TABLE overopt_records (
     mean_length   DOUBLE,                   -- mean answer length, tokens
     length_drift  DOUBLE,                   -- mean_length / the step-0 mean_length
     proxy_score   DOUBLE,                   -- mean reward of the optimised reward (the proxy)
-    judge_score   DOUBLE,                   -- mean direct score of the judge (d-RLAIF, 1-10); NULL without one
+    judge_score   DOUBLE,                   -- mean reward of the judge (d-RLAIF 1-10 score mapped onto [-1, 1])
     proxy_source  VARCHAR,
     judge_model   VARCHAR,
     created_at    TIMESTAMP NOT NULL,
