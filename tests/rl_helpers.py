@@ -20,6 +20,13 @@ def ends_with_word(prompts, completions, **info):
 RULE = "rule:rl_test_rules:ends_with_word"
 
 
+def shared_tiny_model(tmp_path_factory) -> Path:
+    """The tiny model, built once per test session for every RL test module (building it takes seconds)."""
+    from tiny_model import make_tiny_model_dir
+
+    return make_tiny_model_dir(tmp_path_factory.getbasetemp() / "tiny-llama-rl")
+
+
 def prompt_store(path: Path, n: int = 48) -> Store:
     """A migrated store holding ``n`` short prompts (about a tenth of them fall in the eval split)."""
     store = Store(path)

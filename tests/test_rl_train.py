@@ -7,8 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rl_helpers import prompt_store, write_rules  # noqa: E402
-from tiny_model import make_tiny_model_dir  # noqa: E402
+from rl_helpers import prompt_store, shared_tiny_model, write_rules  # noqa: E402
 
 from rlaif.train.rewards import build_reward, parse_reward_specs  # noqa: E402
 from rlaif.train.rl import run_rl  # noqa: E402
@@ -30,7 +29,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-llama"))
+    return shared_tiny_model(tmp_path_factory)
 
 
 def options(estimator: str, rule: str, **kw) -> RlOptions:
