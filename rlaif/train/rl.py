@@ -101,15 +101,20 @@ class RlRun:
 
 
 def run_rl(store: Any, *, options: RlOptions, reward: CombinedReward, base_model: str, base_path: Path,
-           out_dir: Path, device: str = "auto", judge: RewardSource | None = None, log: Callable[[str], None] = print,
+           out_dir: Path, device: str = "auto", judge: RewardSource | None = None,
+           prompt_rows: Sequence[dict] | None = None, log: Callable[[str], None] = print,
            prefect_flow_run_id: str | None = None) -> RlResult:
-    """Train ``base_path`` with ``options.estimator`` on the prompts of ``store``; see the module docstring."""
+    """Train ``base_path`` with ``options.estimator``; see the module docstring.
+
+    ``prompt_rows`` (``key``, ``prompt_id``, ``messages``, ``split``) are the prompts to train on and hold out;
+    by default every prompt of the store. ``judge`` is the monitor's judge (None: no judge score is tracked).
+    """
     store.migrate()
     torch_device = select_device(device)
     precision = select_precision(torch_device, options.precision)
     tokenizer = load_tokenizer(base_path)
     eos = end_of_turn_ids(base_path, tokenizer)
-    rows = read_prompt_rows(store)
+    rows = list(prompt_rows) if prompt_rows is not None else read_prompt_rows(store)
     train_rows, eval_rows = by_split(rows)
     prompts = rollout_prompts(train_rows, tokenizer, options)
     heldout = rollout_prompts(eval_rows, tokenizer, options)[: options.monitor_prompts]
