@@ -16,8 +16,13 @@ WORDS = "cat dog bird fish tree river mountain city house road car train book le
 RULES = '''
 def ends_with_word(prompts, completions, **info):
     return [1.0 if c.rstrip().endswith("word") else 0.0 for c in completions]
+
+def dislikes_word(prompts, completions, **info):
+    return [0.0 if c.rstrip().endswith("word") else 1.0 for c in completions]
 '''
 RULE = "rule:rl_test_rules:ends_with_word"
+# A stand-in judge that disagrees with the proxy: as the policy learns the proxy, this "judge" falls.
+CONTRARY_JUDGE = "rl_test_rules:dislikes_word"
 
 
 def shared_tiny_model(tmp_path_factory) -> Path:

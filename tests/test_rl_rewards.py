@@ -105,3 +105,19 @@ def test_combined_reward_weights_and_missing_values():
     assert [r["value"] for r in rows if r["source"] == "a"] == [1.0, 3.0, None]
     assert all(r["weight"] == -1.0 for r in rows if r["source"] == "b")
     assert fill_missing([None, None]) == [0.0, 0.0]
+
+
+def test_the_monitor_warns_when_the_proxy_rises_and_the_judge_falls():
+    from rlaif.train.overopt import Measurement, divergence
+
+    def m(step, proxy, judge):
+        return Measurement(step, 8, 0.0, 10.0, 1.0, proxy, judge)
+
+    history = [m(0, 0.0, 0.5), m(10, 0.3, 0.6), m(20, 0.5, 0.55)]
+    # compared with step 10 (the judge's best): proxy +0.4, judge -0.2
+    w = divergence(history, m(30, 0.7, 0.4), proxy_margin=0.0, judge_margin=0.05)
+    assert (w.since_step, round(w.proxy_delta, 6), round(w.judge_delta, 6)) == (10, 0.4, -0.2)
+    assert "rose by +0.400" in w.message and "fell by -0.200 since step 10" in w.message
+    assert divergence(history, m(30, 0.7, 0.58), proxy_margin=0.0, judge_margin=0.05) is None  # a small dip
+    assert divergence(history, m(30, 0.2, 0.1), proxy_margin=0.0, judge_margin=0.05) is None  # both fell
+    assert divergence(history, m(30, 0.9, None), proxy_margin=0.0, judge_margin=0.05) is None  # no judge

@@ -7,9 +7,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rl_helpers import prompt_store, shared_tiny_model, write_rules  # noqa: E402
+from rl_helpers import CONTRARY_JUDGE, prompt_store, shared_tiny_model, write_rules  # noqa: E402
 
-from rlaif.train.rewards import build_reward, parse_reward_specs  # noqa: E402
+from rlaif.train.rewards import RuleReward, build_reward, parse_reward_specs  # noqa: E402
 from rlaif.train.rl import run_rl  # noqa: E402
 from rlaif.train.rl_options import RlOptions  # noqa: E402
 from rlaif.train.tracking import read_metrics  # noqa: E402
@@ -56,8 +56,9 @@ def test_reward_rises_and_kl_stays_bounded(estimator, tiny_dir, tmp_path, monkey
     opts = options(estimator, rule)
     reward = build_reward(parse_reward_specs(opts.rewards))
     lines: list[str] = []
+    judge = RuleReward(CONTRARY_JUDGE) if estimator == "ppo" else None
     result = run_rl(store, options=opts, reward=reward, base_model="tiny", base_path=tiny_dir,
-                    out_dir=tmp_path / "out", device="cpu", log=lines.append)
+                    out_dir=tmp_path / "out", device="cpu", judge=judge, log=lines.append)
 
     rewards = [v for _, v in read_metrics(store, result.run_id, "reward")]
     kls = [v for _, v in read_metrics(store, result.run_id, "kl")]
@@ -92,6 +93,13 @@ def test_reward_rises_and_kl_stays_bounded(estimator, tiny_dir, tmp_path, monkey
         betas = [v for _, v in read_metrics(store, result.run_id, "kl_coef")]
         assert betas[0] == 0.05 and betas[-1] != 0.05  # the adaptive controller moved it
     assert any("saved" in line for line in lines)
+    warnings = store.fetch("SELECT step, since_step, proxy_delta, judge_delta FROM overopt_warnings WHERE run_id = ?",
+                           [result.run_id])
+    if estimator == "ppo":  # the proxy rose while the contrary judge fell: warned in the table and the output
+        assert warnings and all(w["since_step"] == 0 and w["proxy_delta"] > 0 > w["judge_delta"] for w in warnings)
+        assert any(line.startswith("WARNING: over-optimisation at step") for line in lines)
+    else:
+        assert not warnings  # no judge, no warning; KL and length are still tracked
 
 
 def test_same_options_again_finds_the_completed_run(tiny_dir, tmp_path, monkeypatch):
