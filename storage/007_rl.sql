@@ -148,3 +148,23 @@ CREATE TABLE iteration_steps (
     error       VARCHAR,
     PRIMARY KEY (loop_id, iteration, step)
 );
+
+-- Win-rate evaluations (006's winrate_evals) side by side by method: a trained policy shows its training run's
+-- kind ('dpo', 'ppo', 'grpo', 'rloo', 'sft'), a best-of-N baseline (policy 'best-of-n:N:<reward>:<model>') shows
+-- 'best-of-n', anything else 'model'.
+CREATE VIEW policy_comparison AS
+SELECT
+    CASE WHEN e.policy LIKE 'best-of-n:%' THEN 'best-of-n' ELSE coalesce(t.kind, 'model') END AS method,
+    e.policy,
+    e.base,
+    e.prompts,
+    e.win_rate,
+    e.win_rate_low,
+    e.win_rate_high,
+    e.lc_win_rate,
+    e.judge_model,
+    e.eval_id,
+    t.run_id AS train_run_id,
+    e.created_at
+FROM winrate_evals e
+LEFT JOIN train_runs t ON t.final_path = e.policy;

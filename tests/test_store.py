@@ -58,6 +58,10 @@ GOLDEN = {
     "overopt_warnings": [
         "run_id", "step", "kind", "since_step", "proxy_delta", "judge_delta", "message", "created_at",
     ],
+    "policy_comparison": [
+        "method", "policy", "base", "prompts", "win_rate", "win_rate_low", "win_rate_high", "lc_win_rate",
+        "judge_model", "eval_id", "train_run_id", "created_at",
+    ],
     "preference_dataset": [
         "prompt_id", "prompt", "chosen", "rejected", "p_chosen", "margin", "consistent", "principles", "method",
         "judge_model", "constitution_name", "constitution_version", "pair_id", "chain_id", "run_id", "split",

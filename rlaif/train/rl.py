@@ -251,7 +251,7 @@ def update_config(options: RlOptions) -> UpdateConfig:
 
 def train_step(run: RlRun, cfg: UpdateConfig, step: int, writer: Writer) -> dict[str, float]:
     """Rollouts, rewards, one update and the KL controller: step ``step + 1`` of the run."""
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     options = run.options
     batch = _step_prompts(run, step)
     with run.autocast():
@@ -278,7 +278,9 @@ def train_step(run: RlRun, cfg: UpdateConfig, step: int, writer: Writer) -> dict
                              "max_tokens": options.rollout.max_new_tokens})
     values = step_metrics(prep, rollouts, update, beta)
     elapsed = time.perf_counter() - started
-    values.update(lr=run.scheduler.get_last_lr()[0], step_s=elapsed, update_s=elapsed - rollouts.seconds,
+    # CPU seconds beside wall seconds: on a shared machine the first says what a step costs, the second what it took
+    values.update(lr=run.scheduler.get_last_lr()[0], step_s=elapsed, step_cpu_s=time.process_time() - cpu,
+                  update_s=elapsed - rollouts.seconds,
                   rollout_tokens_per_s=rollouts.tokens / max(rollouts.seconds, 1e-9))
     for source, source_scores in scores.by_source.items():
         given = [v for v in source_scores.values if v is not None]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rlaif.train.options import TrainOptions
 
@@ -53,8 +53,13 @@ class KlOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     coef: float = Field(0.05, ge=0.0, le=100.0, description="initial KL coefficient beta")
-    target: float | None = Field(6.0, gt=0.0, description="adaptive controller's target KL in nats; None = fixed")
+    target: float | None = Field(6.0, ge=0.0, description="adaptive controller's target KL in nats; 0 or None = fixed")
     horizon: float = Field(10_000.0, gt=0.0, description="controller horizon, in rollouts")
+
+    @field_validator("target")
+    @classmethod
+    def _zero_is_fixed(cls, value: float | None) -> float | None:
+        return value or None
 
 
 ESTIMATOR_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
