@@ -121,3 +121,29 @@ def test_the_monitor_warns_when_the_proxy_rises_and_the_judge_falls():
     assert divergence(history, m(30, 0.7, 0.58), proxy_margin=0.0, judge_margin=0.05) is None  # a small dip
     assert divergence(history, m(30, 0.2, 0.1), proxy_margin=0.0, judge_margin=0.05) is None  # both fell
     assert divergence(history, m(30, 0.9, None), proxy_margin=0.0, judge_margin=0.05) is None  # no judge
+
+
+def test_the_judge_reward_is_the_d_rlaif_score_mapped_onto_minus_one_one(settings):
+    import math
+
+    from rlaif.engines.fake import FakeEngine
+    from rlaif.judge.arithmetic import score_expectation
+    from rlaif.judge.modes import SCORE_CHOICES
+    from rlaif.train.judge_reward import judge_reward
+    from rlaif.train.reward_sources import judge_to_reward
+
+    assert (judge_to_reward(1.0), judge_to_reward(5.5), judge_to_reward(10.0)) == (-1.0, 0.0, 1.0)
+    engine = FakeEngine().prefer("8", 0.9)
+    reward = judge_reward(settings, "harmless", engine=engine)
+    b = batch("a kind answer", "another answer")
+    scores = reward.score(b)
+    rest = math.log(0.1 / 9)
+    expected = score_expectation({c: math.log(0.9) if c == "8" else rest for c in SCORE_CHOICES})
+    assert scores.values == pytest.approx([judge_to_reward(expected)] * 2)
+    assert scores.details[0] == f"score {expected:.3f} of 10"
+    assert len(engine.choice_requests) == 2 and "a kind answer" in engine.choice_requests[0].prompt
+    assert engine.choice_requests[0].choices == SCORE_CHOICES
+
+    failing = FakeEngine().fail(stages=("judge",))
+    out = judge_reward(settings, "harmless", engine=failing).score(batch("x"))
+    assert out.values == [None] and "could not be read" in out.details[0]  # a failure is no score, never a default
