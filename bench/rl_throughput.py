@@ -138,7 +138,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rl-bench-"))
     (work / "bench_rules.py").write_text(RULE, encoding="utf-8")
     os.chdir(work)
-    results = {name: run_estimator(name, args.model, work, args) for name in ("ppo", "grpo")}
+    results = {}
+    for name in ("ppo", "grpo"):
+        results[name] = run_estimator(name, args.model, work, args)
+        print(f"{name}: {results[name]}", flush=True)
     reference = engine_reference(args.model, args)
     text = markdown(results, reference, args, before, load())
     print(text)
