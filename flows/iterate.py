@@ -17,10 +17,9 @@ from rlaif.iterate import STEPS, IterateOptions, close_loop, iterations, open_lo
 @task(name="iterate-open", cache_policy=NO_CACHE)
 def open_task(settings_overrides: dict, options: IterateOptions) -> tuple[str, str]:
     from rlaif.runner import open_store
-    from rlaif.train.runner import policy_model
 
     settings = load_settings(**settings_overrides)
-    base_model = options.model or policy_model(settings)
+    base_model = options.model or settings.policy.model
     return open_loop(open_store(settings), options, base_model), base_model
 
 

@@ -243,10 +243,9 @@ def run_step(settings: Settings, store: Store, options: IterateOptions, lid: str
 def run_iterate(settings: Settings, options: IterateOptions, *, log: Callable[[str], None] = print) -> list[dict]:
     """The whole loop without Prefect (``--no-prefect``, tests); returns the ``iterations`` rows."""
     from rlaif.runner import open_store
-    from rlaif.train.runner import policy_model
 
     store = open_store(settings)
-    base_model = options.model or policy_model(settings)
+    base_model = options.model or settings.policy.model
     lid = open_loop(store, options, base_model)
     try:
         for iteration in range(1, options.iterations + 1):
