@@ -161,8 +161,7 @@ def _minibatch(policy: PolicyValue, optimizer: Any, prep: Prepared, rows: list[i
     """One optimizer step over ``rows``, in micro-batches whose losses add up to the minibatch's token mean."""
     estimator = ESTIMATORS[cfg.estimator]
     tokens = float(prep.batch.mask[rows].sum().clamp(min=1))
-    totals = {"policy_loss": 0.0, "clip_frac": 0.0, "approx_kl": 0.0, "value_loss": 0.0, "vf_clip_frac": 0.0,
-              "kl_loss": 0.0}
+    totals: dict[str, float] = {}  # the statistics this estimator has (no value loss without a value head)
     for part in [rows[i : i + cfg.micro_batch_size] for i in range(0, len(rows), cfg.micro_batch_size)]:
         idx = torch.tensor(part, device=prep.batch.mask.device)
         mask = prep.batch.mask[idx]
@@ -183,7 +182,7 @@ def _minibatch(policy: PolicyValue, optimizer: Any, prep: Prepared, rows: list[i
             loss = loss + beta * stats["kl_loss"]
         backward(loss / tokens)
         for name, value in stats.items():
-            totals[name] += float(value.detach()) / tokens
+            totals[name] = totals.get(name, 0.0) + float(value.detach()) / tokens
     params = [p for p in policy.parameters() if p.requires_grad]
     limit = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
     totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, limit))
