@@ -1,0 +1,63 @@
+"""The RL commands: `rlaif train grpo` on the tiny model with a rule reward, `rlaif best-of-n` on the fake
+engine, and bad input as one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from rl_helpers import prompt_store, shared_tiny_model, write_rules  # noqa: E402
+
+from rlaif.cli import main  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # see test_rl_train.one_thread
+    yield
+    torch.set_num_threads(before)
+
+
+def test_train_grpo_from_the_command_line(settings, tmp_path, tmp_path_factory, monkeypatch, capsys):
+    tiny = shared_tiny_model(tmp_path_factory)
+    monkeypatch.chdir(tmp_path)
+    rule = write_rules(tmp_path)
+    prompt_store(settings.db)
+    code = main(["--db", str(settings.db), "train", "grpo", "--out", str(tmp_path / "grpo"), "--reward", rule,
+                 "--model", str(tiny), "--max-steps", "2", "--batch-size", "8", "--samples", "4",
+                 "--max-new-tokens", "6", "--no-monitor-judge", "--kl-target", "0"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "grpo run train-" in out and "model: " in out and (tmp_path / "grpo" / "final" / "config.json").is_file()
+
+
+def test_best_of_n_from_the_command_line(settings, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    rule = write_rules(tmp_path)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"question {i}"}) + "\n" for i in range(4)), encoding="utf-8")
+    code = main(["--db", str(settings.db), "--engine", "fake", "best-of-n", "--reward", rule, "--n", "3",
+                 "--prompts", str(prompts), "--split", "all"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "best-of-3: 4 prompts selected" in out and "best_of_n_sft" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "ppo", "--out", "x", "--reward", "rule:nothing"], "--reward 'rule:nothing': expected rm:CKPT"),
+    (["train", "ppo", "--out", "x", "--reward", "rm:/no/such/rm"], "no such folder"),
+    (["train", "grpo", "--out", "x", "--reward", "judge", "--samples", "1"], "rollout.samples must be >= 2"),
+    (["iterate", "--prompts", "p.jsonl", "--out", "o", "--trainer", "ppo"], "needs at least one --reward"),
+])
+def test_bad_input_is_one_line(args, message, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "rlaif.cli", "--db", str(tmp_path / "x.duckdb"), *args],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
