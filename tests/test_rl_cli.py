@@ -61,3 +61,40 @@ def test_bad_input_is_one_line(args, message, tmp_path):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+
+
+def test_reward_model_rewards_ppo_and_best_of_n_baseline(settings, tmp_path, tmp_path_factory, monkeypatch, capsys):
+    """rlaif train rm -> PPO on rm + a weighted rule -> best-of-N against the base beside it in the evaluation."""
+    from train_helpers import crafted_store, eval_prompts_file
+
+    from rlaif.store import Store
+
+    tiny = shared_tiny_model(tmp_path_factory)
+    monkeypatch.chdir(tmp_path)
+    rule = write_rules(tmp_path)
+    db = str(settings.db)
+    crafted_store(settings.db, pairs=24)
+    assert main(["--db", db, "train", "rm", "--model", str(tiny), "--out", "rm", "--max-steps", "2",
+                 "--batch-size", "4", "--micro-batch-size", "4"]) == 0
+    assert main(["--db", db, "train", "ppo", "--out", "ppo", "--reward", "rm:rm@1", "--reward", f"{rule}@0.5",
+                 "--model", str(tiny), "--max-steps", "2", "--batch-size", "8", "--max-new-tokens", "6",
+                 "--no-monitor-judge"]) == 0
+    store = Store(settings.db)
+    rm_source = f"rm:{(tmp_path / 'rm').resolve()}"
+    weights = store.fetch("SELECT source, any_value(weight) AS w, count(*) AS n FROM rollout_rewards "
+                          "GROUP BY source ORDER BY source")
+    assert weights == [{"source": rm_source, "w": 1.0, "n": 16}, {"source": rule, "w": 0.5, "n": 16}]
+    combined = store.fetch(
+        "SELECT max(abs(o.score - (rm.value + 0.5 * r.value))) AS err FROM rl_rollouts o "
+        "JOIN rollout_rewards rm ON rm.key = o.key AND rm.source = ? "
+        "JOIN rollout_rewards r ON r.key = o.key AND r.source = ?", [rm_source, rule])[0]["err"]
+    assert combined < 1e-5  # the stored score is the weighted sum of the stored rewards
+
+    capsys.readouterr()
+    prompts = eval_prompts_file(tmp_path / "eval.jsonl")
+    assert main(["--db", db, "--engine", "fake", "eval", "best-of-n", "--reward", "rm:rm", "--n", "2", "--prompts",
+                 str(prompts), "--base", str(tiny), "--max-tokens", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "best-of-n  win rate" in out
+    rows = store.fetch("SELECT method, prompts FROM policy_comparison")
+    assert rows == [{"method": "best-of-n", "prompts": 3}]

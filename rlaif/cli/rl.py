@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from rlaif.cli._app import app, echo, overrides, settings
-from rlaif.cli.train import train_app
+from rlaif.cli.train import eval_app, train_app
 
 REWARD_HELP = ("Reward: rm:CKPT | judge | rule:module:function, optionally @WEIGHT; repeat to add rewards "
                "(e.g. --reward rm:runs/rm@1 --reward rule:checks:polite@0.5).")
@@ -105,6 +105,25 @@ def best_of_n(reward: Rewards, n: Annotated[int, typer.Option(help="Answers samp
     summary = run_best_of_n_command(settings(), rewards=reward, options=values, prompts=prompts, log=echo)
     echo(f"rows: rlaif sql \"SELECT prompt, completion, reward FROM best_of_n_sft WHERE run_id = "
          f"'{summary.run_id}'\"")
+
+
+@eval_app.command("best-of-n")
+def eval_best_of_n(reward: Rewards,
+                   prompts: Annotated[str, typer.Option(help="Prompt source; its eval-split prompts are used.")],
+                   n: Annotated[int, typer.Option(help="Answers sampled per prompt.")] = 4,
+                   base: Annotated[Optional[str], typer.Option(help="Base policy (default: the policy role's "
+                                                               "model).")] = None,
+                   limit: Annotated[Optional[int], typer.Option(help="At most this many prompts.")] = None,
+                   max_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 256,
+                   seed: Annotated[int, typer.Option(help="Seed of both sides' samples.")] = 0) -> None:
+    """Best-of-N against its base policy on held-out prompts, judged both orders, beside PPO and DPO results."""
+    from rlaif.train.rl_runner import run_best_of_n_eval_command
+
+    rows = run_best_of_n_eval_command(settings(), rewards=reward, n=n, prompts=prompts, base=base,
+                                      options={"limit": limit, "max_tokens": max_tokens, "seed": seed}, log=echo)
+    for r in rows:
+        echo(f"{r['method']:10} win rate {r['win_rate']:.3f} [{r['win_rate_low']:.3f}, {r['win_rate_high']:.3f}]"
+             f" on {r['prompts']} prompts: {r['policy']}")
 
 
 @app.command()

@@ -137,3 +137,22 @@ def _stored_prompts(store: Any) -> list[PromptRow]:
     if not rows:
         raise ConfigError(f"no prompts in {store.path}; give --prompts SRC")
     return [PromptRow(r["prompt_id"], tuple(dict(m) for m in r["messages"]), r["source"] or "") for r in rows]
+
+
+def run_best_of_n_eval_command(settings: Settings, *, rewards: Sequence[str], n: int, prompts: str,
+                               base: str | None, options: dict[str, Any], constitution: str = "harmless",
+                               log: Callable[[str], None] = print) -> list[dict]:
+    """``rlaif eval best-of-n``: best-of-N against the base; returns ``policy_comparison`` for that base."""
+    from rlaif.runner import open_store
+    from rlaif.train.best_of_n_eval import evaluate_best_of_n
+    from rlaif.train.evaluate import WinRateOptions
+    from rlaif.train.options import parse_options
+
+    specs = resolve_specs(rewards)
+    opts = parse_options(WinRateOptions, {"constitution": constitution, **options})  # type: ignore[arg-type]
+    reward = build_rewards(settings, specs, judge_factory(settings, opts.constitution))
+    report = evaluate_best_of_n(settings, prompts=prompts, n=n, reward=reward,
+                                reward_spec=" + ".join(map(str, specs)), base=base, options=opts, log=log)
+    return open_store(settings).fetch("SELECT method, policy, win_rate, win_rate_low, win_rate_high, lc_win_rate, "
+                                      "prompts FROM policy_comparison WHERE base = ? ORDER BY created_at",
+                                      [report["base"]])
