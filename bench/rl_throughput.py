@@ -7,6 +7,10 @@ medians (allocations, lazy initialisation). It also times the transformers engin
 prompts at the same batch as the rollouts, the reference for what in-process sampling costs.
 
     python bench/rl_throughput.py --steps 3 --docs docs/benchmarks.md
+    python bench/rl_throughput.py --random-init-0.5b --device cuda      # the GPU variant (bf16 autocast on CUDA)
+
+``--random-init-0.5b`` trains a randomly initialised ~0.5B Llama (hidden 1152, 24 layers, SmolLM2's tokenizer,
+481M parameters) instead of SmolLM2; written for a GPU run, which no machine here had.
 
 The machine is shared: the load average before and after is printed and written beside the figures.
 """
@@ -61,7 +65,7 @@ def run_estimator(estimator: str, model: Path, work: Path, args: argparse.Namesp
                      monitor_prompts=0, max_length=512,
                      rollout={"samples": samples, "max_new_tokens": args.max_new_tokens, "batch_size": args.batch})
     result = run_rl(store, options=opts, reward=build_reward(parse_reward_specs(opts.rewards)),
-                    base_model="SmolLM2-135M-Instruct", base_path=model, out_dir=work / estimator, device="cpu",
+                    base_model=model.name, base_path=model, out_dir=work / estimator, device=args.device,
                     log=lambda line: print(f"  [{estimator}] {line}", flush=True))
     rows = store.fetch("SELECT step, name, value FROM train_metrics WHERE run_id = ? ORDER BY step", [result.run_id])
     by = {}
@@ -73,13 +77,32 @@ def run_estimator(estimator: str, model: Path, work: Path, args: argparse.Namesp
              "response_length")}
 
 
+def random_llama(tokenizer_from: Path, out: Path) -> Path:
+    """A randomly initialised ~0.5B-parameter Llama with ``tokenizer_from``'s tokenizer and chat template."""
+    import torch
+    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_from)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=1152, intermediate_size=4096, num_hidden_layers=24,
+                         num_attention_heads=18, num_key_value_heads=6, max_position_embeddings=2048,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig.from_pretrained(tokenizer_from)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    print(f"random-init Llama: {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters at {out}")
+    return out
+
+
 def engine_reference(model: Path, args: argparse.Namespace) -> float:
     """Tokens/s of the transformers engine generating the same number of sequences at once (ignore_eos)."""
     from rlaif.engines.base import ChatRequest, SamplingParams, run_all
     from rlaif.engines.transformers_engine import TransformersEngine
     from rlaif.prompts import load_prompts
 
-    engine = TransformersEngine(model, model_name="SmolLM2", batch_size=args.batch, device="cpu")
+    engine = TransformersEngine(model, model_name=model.name, batch_size=args.batch, device=args.device)
     params = SamplingParams(temperature=0.7, max_tokens=args.max_new_tokens, seed=1, ignore_eos=True)
     prompts = load_prompts(limit=args.batch)
     requests = [ChatRequest(f"k{i}", p.messages, params) for i, p in enumerate(prompts)]
@@ -99,7 +122,8 @@ def markdown(results: dict[str, dict[str, float]], reference: float, args: argpa
         f"#### Run of {now}", "",
         f"Machine: {os.cpu_count()} cores ({platform.processor() or platform.machine()}), no GPU; torch "
         f"{torch.__version__}, {torch.get_num_threads()} torch thread(s); load average before {before}, after "
-        f"{after}. Commit {commit()}. Model SmolLM2-135M-Instruct, fp32.", "",
+        f"{after}. Commit {commit()}. Model {args.model.name}, device {args.device} (bf16 autocast on CUDA, fp32 "
+        "on CPU).", "",
         f"Command: `python bench/rl_throughput.py --steps {args.steps} --batch {args.batch} --group {args.group} "
         f"--max-new-tokens {args.max_new_tokens} --threads {args.threads}`", "",
         f"Each step: {args.batch} rollouts of at most {args.max_new_tokens} new tokens (PPO: {args.batch} prompts x 1, "
@@ -125,6 +149,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", type=Path, default=Path.home() / ".cache/rlaif/models/SmolLM2-135M-Instruct")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    parser.add_argument("--random-init-0.5b", dest="random_init", action="store_true",
+                        help="a random-init ~0.5B Llama instead of the model (for a GPU run)")
     parser.add_argument("--docs", type=Path, help="append the markdown section to this file")
     args = parser.parse_args()
 
@@ -138,6 +165,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rl-bench-"))
     (work / "bench_rules.py").write_text(RULE, encoding="utf-8")
     os.chdir(work)
+    if args.random_init:
+        args.model = random_llama(args.model, work / "llama-0.5b")
     results = {}
     for name in ("ppo", "grpo"):
         results[name] = run_estimator(name, args.model, work, args)
