@@ -48,4 +48,4 @@ def iterate_flow(options: IterateOptions, settings_overrides: dict | None = None
         close_loop(store, lid, "failed", f"{type(exc).__name__}: {exc}"[:500])
         raise
     close_loop(store, lid, "completed")
-    return [{k: str(v) if v is not None else None for k, v in row.items()} for row in iterations(store, lid)]
+    return iterations(store, lid)

@@ -84,3 +84,17 @@ def test_the_policy_role_must_load_checkpoints_in_process(settings):
     both = it.role_settings(settings, "ckpt", "policy")
     assert both.policy.model == "ckpt" and both.feedback.model == "ckpt"
     assert it.role_settings(settings, "ckpt", "feedback").feedback.model == settings.feedback.model
+
+
+@pytest.mark.prefect
+def test_the_iterate_flow_runs_its_steps_as_prefect_tasks(prefect_harness, settings, calls, tmp_path):
+    """The real Prefect flow over the same (recording) steps: every step a task, the loop recorded."""
+    from flows.iterate import iterate_flow
+
+    log, _ = calls
+    options = it.IterateOptions(prompts="p.jsonl", out=str(tmp_path / "loop"), iterations=2, model="base")
+    rows = iterate_flow(options, settings_overrides={"db": str(settings.db), "engine": "fake"})
+    assert [c[0] for c in log] == ["generate", "train", "evaluate"] * 2
+    assert [r["iteration"] for r in rows] == [1, 2] and rows[1]["policy_before"].endswith("iter-1/final")
+    again = iterate_flow(options, settings_overrides={"db": str(settings.db), "engine": "fake"})
+    assert len(log) == 6 and again == rows  # the rerun found every step done
