@@ -224,20 +224,24 @@ def _feedback_model(settings: Settings) -> str:
 def _open_run(store: Store, options: WinRateOptions, policy: Path, base: str, source: str,
               constitution: Constitution, judge_engine: str, judge_model: str, prefect_flow_run_id: str | None) -> str:
     """The ``runs`` row the evaluation's engine calls are recorded under (one place for the run-record API)."""
-    from types import SimpleNamespace
+    import json
 
-    from rlaif.pipeline import new_run_id, start_run
+    from rlaif.runs import new_run_id
+    from rlaif.store import utcnow
 
     run_id = new_run_id()
     params = {**options.model_dump(), "policy": str(policy), "base": base, "prompts": source}
-    judge = SimpleNamespace(name=judge_engine, model=judge_model)  # the row names the judge; answers name theirs
-    start_run(store, run_id=run_id, kind="eval-winrate", params=params, constitution=constitution, engine=judge,
-              seed=options.seed, prefect_flow_run_id=prefect_flow_run_id)
+    # the row names the judge; the answers name their own models
+    store.upsert_run({"run_id": run_id, "kind": "eval-winrate", "status": "running",
+                      "params": json.dumps(params, default=str), "constitution_name": constitution.name,
+                      "constitution_version": constitution.version, "engine": judge_engine, "model": judge_model,
+                      "seed": options.seed, "started_at": utcnow(), "finished_at": None,
+                      "prefect_flow_run_id": prefect_flow_run_id, "error": None})
     return run_id
 
 
 def _close_run(store: Store, run_id: str, status: str, error: str | None = None) -> None:
-    from rlaif.pipeline import finish_run
+    from rlaif.runs import finish_run
 
     finish_run(store, run_id, status, error)
 

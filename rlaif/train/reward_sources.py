@@ -1,0 +1,62 @@
+"""The reward sources that need a model: a trained reward model, and the AI judge's direct score (d-RLAIF).
+
+Both turn a ``RewardBatch`` into one value per response (``rlaif.train.rewards``). The reward model is i10's
+``RewardScorer`` (the same tokenization as its training, normalised with its saved statistics); the judge is the
+feedback role's engine asked for a 1-10 score per answer through the judge stage's direct-score mode, the
+expectation over the score tokens' probabilities, mapped from [1, 10] onto [-1, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rlaif.train.rewards import RewardBatch, SourceScores
+
+
+class RewardModelReward:
+    """``rm:CKPT``: the normalised reward of a model trained by ``rlaif train rm``."""
+
+    def __init__(self, path: Path, *, device: Any = None):
+        from rlaif.train.reward_model import RewardScorer
+
+        self.path = Path(path)
+        self.scorer = RewardScorer(self._folder(self.path), device=str(device) if device is not None else "auto")
+        self.source = f"rm:{path}"
+        self.model = self.scorer.identity
+
+    @staticmethod
+    def _folder(path: Path) -> Path:
+        """The reward model folder itself, or a training output folder's ``final``."""
+        return path / "final" if (path / "final" / "reward_model.json").is_file() else path
+
+    def score(self, batch: RewardBatch) -> SourceScores:
+        normalised, raw = self.scorer.score([list(m) for m in batch.messages], list(batch.responses))
+        return SourceScores([float(v) for v in normalised], [f"raw {r:.4f}" for r in raw])
+
+
+def judge_to_reward(score: float) -> float:
+    """A 1-10 judge score mapped linearly onto [-1, 1] (d-RLAIF normalises its scores to that range)."""
+    return (score - 5.5) / 4.5
+
+
+class JudgeReward:
+    """``judge``: the AI judge scoring each response directly (d-RLAIF, Lee et al. 2023, section 2.4).
+
+    ``score_many(messages, responses) -> list[float | None]`` returns the judge's 1-10 expectation per response,
+    None where it could not be read (a parse failure is data, never a default score). It is built by
+    ``judge_scorer`` over the feedback role's engine.
+    """
+
+    def __init__(self, score_many: Callable[[Sequence[Sequence[dict]], Sequence[str], Sequence[str]],
+                                            list[float | None]], *, model: str):
+        self.score_many = score_many
+        self.source = "judge"
+        self.model = model
+
+    def score(self, batch: RewardBatch) -> SourceScores:
+        raw = self.score_many([list(m) for m in batch.messages], list(batch.responses), list(batch.prompt_ids))
+        values = [judge_to_reward(s) if s is not None else None for s in raw]
+        details = [f"score {s:.3f} of 10" if s is not None else "the judge's score could not be read" for s in raw]
+        return SourceScores(values, details)

@@ -1,0 +1,339 @@
+"""RL with the policy in the loop: one trainer, two kinds of advantage estimator (PPO; GRPO/RLOO).
+
+Each step: sample ``batch_size`` rollouts from the current weights (``rollout``), score them with the combined
+reward (``rewards``), compute old and reference log-probs, values and advantages (``rl_step.prepare``), make the
+update epochs (``rl_step.optimise``), move the KL coefficient, log the step's metrics, store the rollouts.
+
+What it keeps from the papers and what it changes:
+- **PPO** as N+ details (Huang et al. 2024, arXiv 2403.17031) describe it for RLHF: a frozen reference, the
+  per-token KL penalty in the reward (k1), the score on the last token, GAE with gamma 1 and lambda 0.95, whitened
+  advantages, clipped policy and value losses, several epochs over each batch, a penalty for a response without
+  EOS, dropout off, sampling at temperature with no top-k/top-p and log-probs at the same temperature. Ziegler et
+  al. 2019's adaptive KL controller moves beta (N+ details fix beta; here ``kl.target=None`` does that). Changed:
+  the value head shares the policy's trunk (``rl_model``), where N+ details train a separate critic initialised
+  from the reward model; rewards are not whitened (they arrive normalised from the reward model already).
+- **Group-relative** (``grpo``: Shao et al. 2024, arXiv 2402.03300; ``rloo``: Ahmadian et al. 2024, arXiv
+  2402.14740): K samples per prompt, the baseline from the group, no value model. Changed: the loss is a token
+  mean over the minibatch (``rl_step``), and only outcome (sequence) rewards are used.
+
+The run is a ``train_runs`` row (kind = the estimator) through the training layers (``tracking``): its id hashes
+the options (the rewards included) and the prompts read, its metrics go to ``train_metrics``, a checkpoint every
+``save_every`` steps holds the policy (value head included), the optimizer, the schedule and beta, and a killed
+run resumes from its last checkpoint: rollouts and minibatch orders are seeded per step, so the resumed run goes
+on exactly as one that was never stopped. The final model is a servable folder like every trainer's.
+
+One process: the trainer does not run under DDP (rollouts would need gathering); a GPU is used when present,
+with bf16 autocast over fp32 weights and a bf16 reference (untested here: no GPU on these machines).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlaif.errors import ConfigError
+from rlaif.stages import derive_seed
+from rlaif.store import Writer
+from rlaif.train import tracking
+from rlaif.train.data import by_split, dataset_version, prompt_ids, read_prompt_rows
+from rlaif.train.models import (
+    end_of_turn_ids,
+    frozen_dtype,
+    load_causal_lm,
+    load_tokenizer,
+    save_model_folder,
+    select_device,
+    select_precision,
+)
+from rlaif.train.rewards import CombinedReward, RewardBatch, RewardSource
+from rlaif.train.rl_math import AdaptiveKLController
+from rlaif.train.rl_model import PolicyValue
+from rlaif.train.rl_options import RlOptions
+from rlaif.train.rl_records import forget_after, rollout_keys, write_rollouts
+from rlaif.train.rl_step import ESTIMATORS, UpdateConfig, optimise, prepare, step_metrics
+from rlaif.train.rollout import RolloutPrompt, sample_rollouts
+
+POLICY_FILE, OPTIMIZER_FILE, SCHEDULER_FILE = "policy.pt", "optimizer.pt", "scheduler.pt"
+
+
+@dataclass
+class RlResult:
+    run_id: str
+    kind: str
+    final_path: str | None
+    steps: int
+    already_done: bool = False
+
+
+@dataclass
+class RlRun:
+    """What one run holds while it trains."""
+
+    options: RlOptions
+    store: Any
+    run_id: str
+    out_dir: Path
+    device: torch.device
+    precision: str
+    tokenizer: Any
+    eos_ids: list[int]
+    policy: PolicyValue
+    reference: Any
+    optimizer: Any
+    scheduler: Any
+    controller: AdaptiveKLController
+    reward: CombinedReward
+    prompts: list[RolloutPrompt]
+    log: Callable[[str], None]
+
+    def autocast(self) -> Any:
+        if self.precision == "bf16":
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+def run_rl(store: Any, *, options: RlOptions, reward: CombinedReward, base_model: str, base_path: Path,
+           out_dir: Path, device: str = "auto", judge: RewardSource | None = None,
+           prompt_rows: Sequence[dict] | None = None, log: Callable[[str], None] = print,
+           prefect_flow_run_id: str | None = None) -> RlResult:
+    """Train ``base_path`` with ``options.estimator``; see the module docstring.
+
+    ``prompt_rows`` (``key``, ``prompt_id``, ``messages``, ``split``) are the prompts to train on and hold out;
+    by default every prompt of the store. ``judge`` is the monitor's judge (None: no judge score is tracked).
+    """
+    store.migrate()
+    torch_device = select_device(device)
+    precision = select_precision(torch_device, options.precision)
+    tokenizer = load_tokenizer(base_path)
+    eos = end_of_turn_ids(base_path, tokenizer)
+    rows = list(prompt_rows) if prompt_rows is not None else read_prompt_rows(store)
+    train_rows, eval_rows = by_split(rows)
+    prompts = rollout_prompts(train_rows, tokenizer, options)
+    heldout = rollout_prompts(eval_rows, tokenizer, options)[: options.monitor_prompts]
+    if len(prompts) < options.prompts_per_step:
+        raise ConfigError(f"{len(prompts)} training prompts fit max_length {options.max_length}, fewer than the "
+                          f"{options.prompts_per_step} an update needs (batch_size / rollout.samples)")
+    total = options.max_steps or options.epochs * -(-len(prompts) // options.prompts_per_step)
+    spec = tracking.RunSpec(options.estimator, options, base_model, "prompts",
+                            dataset_version(r["key"] for r in rows), len(train_rows), len(eval_rows),
+                            Path(out_dir).resolve(), 1, torch_device.type, precision, total, prefect_flow_run_id)
+    start = tracking.open_run(store, spec)
+    if start.completed:
+        log(f"run {start.run_id} already completed; its model is at {start.final_path}")
+        return RlResult(start.run_id, options.estimator, start.final_path, total, already_done=True)
+    log(f"{options.estimator} run {start.run_id}: {len(prompts)} prompts, {total} steps of {options.batch_size} "
+        f"rollouts, reward {reward.source}, {torch_device.type} {precision}"
+        + (f", resuming at step {start.resume_step}" if start.resume_from else ""))
+    with tracking.run_lock(spec.out_dir):
+        tracking.clear_staging(spec.out_dir)
+        try:
+            run = _build(store, options, start.run_id, spec.out_dir, torch_device, precision, tokenizer, eos,
+                         base_path, reward, prompts, total, log)
+            step = _resume(run, start) if start.resume_from else 0
+            forget_after(store, run.run_id, step)
+            monitor = _monitor(run, heldout, judge)
+            final = _train(run, monitor, step, total, base_model)
+        except BaseException as exc:
+            tracking.finish_run(store, start.run_id, "failed", error=f"{type(exc).__name__}: {exc}"[:500])
+            raise
+    return RlResult(start.run_id, options.estimator, str(final), total)
+
+
+def rollout_prompts(rows: Sequence[dict], tokenizer: Any, options: RlOptions) -> list[RolloutPrompt]:
+    """Prompt rows as the policy sees them; those leaving fewer than max_new_tokens of max_length are skipped."""
+    out = []
+    for row in rows:
+        ids = prompt_ids(tokenizer, row["messages"])
+        if len(ids) + options.rollout.max_new_tokens <= options.max_length:
+            messages = tuple({"role": m["role"], "content": m["content"]} for m in row["messages"])
+            out.append(RolloutPrompt(row["prompt_id"], messages, tuple(ids)))
+    return out
+
+
+def _build(store: Any, options: RlOptions, run_id: str, out_dir: Path, device: torch.device, precision: str,
+           tokenizer: Any, eos: list[int], base_path: Path, reward: CombinedReward,
+           prompts: list[RolloutPrompt], total: int, log: Callable[[str], None]) -> RlRun:
+    torch.manual_seed(options.seed)  # the value head's init
+    lm = load_causal_lm(base_path, lora=options.lora, gradient_checkpointing=options.gradient_checkpointing)
+    policy = PolicyValue(lm, value_head=ESTIMATORS[options.estimator].value_head).to(device)
+    disable_dropout(policy)  # train mode stays on for gradient checkpointing, with nothing random left in it
+    reference = load_causal_lm(base_path, dtype=frozen_dtype(device, precision), trainable=False).to(device)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=options.lr, weight_decay=options.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(options, total))
+    controller = AdaptiveKLController(options.kl.coef, options.kl.target, options.kl.horizon)
+    return RlRun(options, store, run_id, out_dir, device, precision, tokenizer, eos, policy, reference, optimizer,
+                 scheduler, controller, reward, prompts, log)
+
+
+def _lr_factor(options: RlOptions, total: int) -> Callable[[int], float]:
+    """Linear warm-up, then constant (RL's default here), linear or cosine decay to 0 over ``total`` steps."""
+
+    def factor(step: int) -> float:
+        if step < options.warmup_steps:
+            return (step + 1) / (options.warmup_steps + 1)
+        if options.lr_schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - options.warmup_steps) / max(1, total - options.warmup_steps))
+        return 1.0 - progress if options.lr_schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def disable_dropout(module: torch.nn.Module) -> None:
+    """Every dropout probability to 0 (N+ details): the log-probs of an update must be those that sampled."""
+    for sub in module.modules():
+        if isinstance(sub, torch.nn.Dropout):
+            sub.p = 0.0
+        config = getattr(sub, "config", None)
+        for name in [n for n in dir(config) if n.endswith("dropout")] if config is not None else []:
+            if isinstance(getattr(config, name, None), float):
+                setattr(config, name, 0.0)
+
+
+def _monitor(run: RlRun, heldout: list[RolloutPrompt], judge: RewardSource | None) -> Any:
+    if not heldout or run.options.monitor_prompts == 0:
+        return None
+    from rlaif.train.overopt import Monitor
+
+    monitor = Monitor(run.store, run.run_id, heldout, run.reward, judge, run.tokenizer, run.eos_ids,
+                      run.options.rollout.max_new_tokens, run.options.rollout.temperature,
+                      seed=derive_seed(run.options.seed, "monitor"), micro_batch_size=run.options.micro_batch_size,
+                      log=run.log)
+    monitor.load_history()
+    return monitor
+
+
+def _train(run: RlRun, monitor: Any, first: int, total: int, base_model: str) -> Path:
+    options = run.options
+    writer = Writer(run.store, max_rows=4096, max_age_s=5.0)
+    metrics = tracking.MetricsLog(run.store, run.run_id)
+    cfg = update_config(options)
+    if monitor is not None and first == 0:
+        with run.autocast():
+            monitor.measure(0, run.policy, run.reference)
+    for step in range(first, total):
+        values = train_step(run, cfg, step, writer)
+        metrics.log(step + 1, values)
+        done = step + 1
+        if done % 10 == 0 or done == total or done == first + 1:
+            run.log(f"step {done}/{total}: reward {values['reward']:.4g}, kl {values['kl']:.4g}, "
+                    f"beta {values['kl_coef']:.4g}, length {values['response_length']:.1f}")
+        if monitor is not None and options.monitor_every and done % options.monitor_every == 0 and done < total:
+            with run.autocast():
+                monitor.measure(done, run.policy, run.reference)
+        if options.save_every and done % options.save_every == 0 and done < total:
+            writer.flush()
+            metrics.flush()
+            save_checkpoint(run, done, total)
+    if monitor is not None:
+        with run.autocast():
+            monitor.measure(total, run.policy, run.reference)
+    writer.close()
+    metrics.close()
+    return _save_final(run, total, base_model)
+
+
+def update_config(options: RlOptions) -> UpdateConfig:
+    u = options.update
+    return UpdateConfig(options.estimator, options.rollout.temperature, u.epochs, u.minibatches,
+                        options.micro_batch_size, u.clip, u.vf_clip, u.vf_coef, u.gamma, u.lam, u.whiten,
+                        options.eos_penalty, options.max_grad_norm)
+
+
+def train_step(run: RlRun, cfg: UpdateConfig, step: int, writer: Writer) -> dict[str, float]:
+    """Rollouts, rewards, one update and the KL controller: step ``step + 1`` of the run."""
+    started, cpu = time.perf_counter(), time.process_time()
+    options = run.options
+    batch = _step_prompts(run, step)
+    with run.autocast():
+        rollouts = sample_rollouts(run.policy.lm, run.tokenizer, batch, k=options.rollout.samples,
+                                   max_new_tokens=options.rollout.max_new_tokens,
+                                   temperature=options.rollout.temperature, eos_ids=run.eos_ids,
+                                   seed=derive_seed(options.seed, "rollout", step),
+                                   batch_size=options.rollout.batch_size)
+    scores = run.reward.score(RewardBatch([rollouts.prompt_of(i).messages for i in range(len(rollouts))],
+                                          rollouts.texts, [rollouts.prompt_of(i).prompt_id for i in range(len(rollouts))],
+                                          rollouts.ended))
+    beta = run.controller.beta
+    generator = torch.Generator().manual_seed(derive_seed(options.seed, "minibatch", step))
+    with run.autocast():
+        prep = prepare(run.policy, run.reference, rollouts, scores.total, cfg, beta, run.tokenizer.pad_token_id,
+                       run.device)
+        update = optimise(run.policy, run.optimizer, prep, cfg, beta, generator)
+    run.scheduler.step()
+    run.controller.update(float(prep.seq_kl.mean()), len(rollouts))
+    keys = rollout_keys(run.run_id, step + 1, rollouts)
+    write_rollouts(writer, run_id=run.run_id, step=step + 1, rollouts=rollouts, keys=keys, rewards=scores,
+                   penalised=prep.penalised.tolist(), kl=prep.seq_kl.tolist(), advantages=prep.seq_advantage.tolist(),
+                   sampling={"temperature": options.rollout.temperature, "top_p": 1.0, "top_k": 0,
+                             "max_tokens": options.rollout.max_new_tokens})
+    values = step_metrics(prep, rollouts, update, beta)
+    elapsed = time.perf_counter() - started
+    # CPU seconds beside wall seconds: on a shared machine the first says what a step costs, the second what it took
+    values.update(lr=run.scheduler.get_last_lr()[0], step_s=elapsed, step_cpu_s=time.process_time() - cpu,
+                  update_s=elapsed - rollouts.seconds,
+                  rollout_tokens_per_s=rollouts.tokens / max(rollouts.seconds, 1e-9))
+    for source, source_scores in scores.by_source.items():
+        given = [v for v in source_scores.values if v is not None]
+        values[f"reward/{source}"] = sum(given) / len(given) if given else float("nan")
+    return values
+
+
+def _step_prompts(run: RlRun, step: int) -> list[RolloutPrompt]:
+    """The prompts of update ``step``: a seeded permutation per epoch over the training prompts, cut in order."""
+    per = run.options.prompts_per_step
+    n = len(run.prompts)
+    epoch, offset = divmod(step * per, n)
+    chosen: list[RolloutPrompt] = []
+    while len(chosen) < per:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(run.options.seed, "epoch",
+                                                                                      epoch))).tolist()
+        take = order[offset : offset + per - len(chosen)]
+        chosen += [run.prompts[i] for i in take]
+        epoch, offset = epoch + 1, 0
+    return chosen
+
+
+def save_checkpoint(run: RlRun, step: int, total: int) -> Path:
+    """Policy (with value head), optimizer, schedule and beta, registered through the tracking layer."""
+    staged = tracking.staging_dir(run.out_dir, step)
+    tracking.clear_staging(run.out_dir)
+    staged.mkdir(parents=True)
+    torch.save(run.policy.state_dict(), staged / POLICY_FILE)
+    torch.save(run.optimizer.state_dict(), staged / OPTIMIZER_FILE)
+    torch.save(run.scheduler.state_dict(), staged / SCHEDULER_FILE)
+    state = {"run_id": run.run_id, "step": step, "total_steps": total, "kl": run.controller.state()}
+    (staged / tracking.STATE_FILE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+    path = tracking.commit_checkpoint(run.store, run.run_id, run.out_dir, step, keep=run.options.keep_checkpoints)
+    run.log(f"checkpoint at step {step}")
+    return path
+
+
+def _resume(run: RlRun, start: tracking.RunStart) -> int:
+    folder = Path(start.resume_from)
+    run.policy.load_state_dict(torch.load(folder / POLICY_FILE, map_location=run.device, weights_only=True))
+    run.optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, map_location=run.device, weights_only=True))
+    run.scheduler.load_state_dict(torch.load(folder / SCHEDULER_FILE, weights_only=True))
+    state = json.loads((folder / tracking.STATE_FILE).read_text(encoding="utf-8"))
+    run.controller.beta = float(state["kl"]["beta"])
+    return int(state["step"])
+
+
+def _save_final(run: RlRun, total: int, base_model: str) -> Path:
+    meta = {"kind": run.options.estimator, "run_id": run.run_id, "step": total, "base_model": base_model,
+            "options": run.options.model_dump(mode="json")}
+    final = save_model_folder(run.policy.lm, run.tokenizer, run.out_dir / tracking.FINAL, meta=meta)
+    tracking.register_checkpoint(run.store, run.run_id, "final", total, final)
+    tracking.prune_checkpoints(run.store, run.run_id, keep=0)
+    tracking.finish_run(run.store, run.run_id, "completed", steps_done=total, final_path=str(final))
+    run.log(f"saved {final}")
+    return final
