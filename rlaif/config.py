@@ -80,6 +80,14 @@ class Settings(BaseSettings):
     serve_python: Path | None = Field(
         None, description="python of the environment that has vLLM for `rlaif serve` (default: auto-detect)"
     )
+    # Runs share one database by taking turns at the file (docs/storage.md); these say what a run does when
+    # another process holds it past a normal turn (a long query, a notebook's open connection).
+    lock_wait_s: float = Field(
+        30.0, gt=0, le=86400, description="longest wait for a database another process holds, in seconds"
+    )
+    on_locked: Literal["wait", "fail"] = Field(
+        "wait", description="database held past a normal turn (5 s): wait (up to lock_wait_s) | fail then"
+    )
 
     @field_validator("base_url", mode="before")
     @classmethod

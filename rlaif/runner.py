@@ -23,7 +23,7 @@ def open_store(settings: "Settings") -> "Store":
     """The project database, migrated to the current schema."""
     from rlaif.store import Store
 
-    store = Store(settings.db)
+    store = Store.from_settings(settings)  # the lock policy: lock_wait_s, on_locked
     store.migrate()
     return store
 
