@@ -158,3 +158,34 @@ def test_on_locked_wait_gives_up_after_lock_wait_s(tmp_path: Path) -> None:
     finally:
         holder.terminate()
         holder.wait(timeout=10)
+
+
+def prompt_row(i: int) -> dict:
+    from rlaif.store import utcnow
+
+    return {"prompt_id": f"p{i}", "text": "t", "messages": [{"role": "user", "content": "t"}], "created_at": utcnow()}
+
+
+@pytest.mark.parametrize("background", [False, True], ids=["sync", "background"])
+def test_writer_paces_flushes_by_the_time_it_held_the_file(tmp_path: Path, background: bool) -> None:
+    from rlaif.store import Writer
+
+    store = Store(tmp_path / "paced.duckdb")
+    store.migrate()
+    paced = Writer(store, max_rows=1, max_age_s=60, max_busy=0.01, background=background)  # gap = 99 x hold
+    for i in range(10):
+        paced.add("prompts", prompt_row(i))
+        time.sleep(0.01)
+    # Every add was due; after the first flush the pause keeps the rest together (the writer thread may have
+    # taken a second row into its first flush on a busy machine).
+    assert paced.flushes == 1 and (paced.pending == 9 if not background else 1 <= paced.pending <= 9)
+    started = time.monotonic()
+    paced.close()  # not paced, and it cuts the writer thread's pause short
+    assert time.monotonic() - started < 2.0 and paced.flushes == 2 and paced.pending == 0
+
+    eager = Writer(store, max_rows=1, max_age_s=60, max_busy=1.0)
+    for i in range(10, 15):
+        eager.add("prompts", prompt_row(i))
+    eager.close()
+    assert eager.flushes == 5
+    assert store.fetch("SELECT count(*) AS n FROM prompts")[0]["n"] == 15
