@@ -1,0 +1,118 @@
+"""`rlaif runs` and `rlaif runs show` on real runs (fake engine, real DuckDB file): counts by SQL, failures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from rlaif.cli import main
+from rlaif.engines.fake import FakeEngine
+from rlaif.errors import ConfigError
+from rlaif.pipeline import CaiConfig
+from rlaif.prompts import load_prompts
+from rlaif.runner import run_generation
+from rlaif.runs import list_runs, run_detail
+from rlaif.store import Store
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, example_constitution) -> tuple[Path, dict, dict]:
+    """A completed run, then a partial one whose judge calls all failed."""
+    from rlaif.config import load_settings
+
+    db = tmp_path_factory.mktemp("runs") / "runs.duckdb"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RLAIF_CONFIG", str(db.parent / "absent.toml"))
+        settings = load_settings(db=db, engine="fake")
+    prompts = load_prompts(limit=4)
+    good = run_generation(settings, example_constitution, prompts, CaiConfig(rounds=2), kind="sft",
+                          show_progress=False)
+    failing = FakeEngine().fail(stages=("judge",))
+    bad = run_generation(settings.model_copy(update={"seed": 7}), example_constitution, prompts, CaiConfig(),
+                         kind="prefs", engine=failing, show_progress=False)
+    return db, good.as_dict(), bad.as_dict()
+
+
+def test_list_counts_rows_by_sql_and_reports_tokens(two_runs) -> None:
+    db, good, bad = two_runs
+    runs = {r["run_id"]: r for r in list_runs(db)}
+    assert list(runs) == [bad["run_id"], good["run_id"]]  # newest first
+    g, b = runs[good["run_id"]], runs[bad["run_id"]]
+    assert (g["kind"], g["status"], b["kind"], b["status"]) == ("sft", "completed", "prefs", "partial")
+    assert g["generations"] == good["engine_calls"] and g["revisions"] == 4 * 2 and g["comparisons"] == 4
+    assert g["tokens"] == good["output_tokens"] > 0 and g["duration_s"] is not None and g["tokens_per_s"] > 0
+    assert b["comparisons"] == 0 and b["failed_attempts"] == 8  # both orders of four pairs
+    assert b["rows"]["attempts"] == b["generations"] + 8
+    assert [r["run_id"] for r in list_runs(db, kind="sft")] == [good["run_id"]]
+    assert len(list_runs(db, limit=1)) == 1
+
+
+def test_show_gives_options_summary_and_failures(two_runs) -> None:
+    db, _, bad = two_runs
+    detail = run_detail(db, bad["run_id"][:-3])  # a unique prefix will do
+    assert detail["run"]["run_id"] == bad["run_id"]
+    assert detail["options"]["params"]["rounds"] == 1 and detail["options"]["seed"] == 7
+    assert {s["stage"] for s in detail["stages"]} == {"respond", "critique", "revise"}
+    failures = detail["failures"]
+    assert failures["error"].startswith("4 prompts failed") and failures["requests_failed"] == 8
+    assert failures["attempt_errors"] == [{"stage": "judge", "error": "fake failure", "tries": 8}]
+    with pytest.raises(ConfigError, match="no run 'nope'"):
+        run_detail(db, "nope")
+    with pytest.raises(ConfigError, match="ambiguous"):
+        run_detail(db, "20")
+
+
+def test_cli_lists_as_table_and_json_and_shows_one(two_runs, capsys) -> None:
+    db, good, bad = two_runs
+    assert main(["--db", str(db), "runs"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["run", "kind", "status"] and "prefect flow run" in table[0]
+    assert len(table) == 3 and table[1].startswith(bad["run_id"]) and "partial" in table[1]
+    assert main(["--db", str(db), "runs", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [r["run_id"] for r in listed] == [bad["run_id"], good["run_id"]]
+    assert main(["--db", str(db), "runs", "show", bad["run_id"]]) == 0
+    text = capsys.readouterr().out
+    assert "options (as given):" in text and "failures:" in text and "8 x judge: fake failure" in text
+    assert main(["--db", str(db), "runs", "show", "nope"]) == ConfigError.exit_code
+
+
+READ_HOLDER = textwrap.dedent("""
+    import sys, time, duckdb
+    con = duckdb.connect(sys.argv[1], read_only=True)
+    print("held", flush=True)
+    time.sleep(30)
+""")
+
+
+def test_reads_read_only_beside_another_reader_and_columns_added_later(two_runs, tmp_path) -> None:
+    db, good, _ = two_runs
+    copy = tmp_path / "copy.duckdb"
+    copy.write_bytes(db.read_bytes())
+    with Store(copy).connect() as con:  # what a later migration may add to runs, read as it exists
+        con.execute("ALTER TABLE runs ADD COLUMN config_hash VARCHAR")
+        con.execute("UPDATE runs SET config_hash = 'abc123'")
+    # A process holding the file read-only shuts out read-write opens, not read-only ones.
+    holder = subprocess.Popen([sys.executable, "-c", READ_HOLDER, str(copy)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        assert len(list_runs(copy)) == 2
+        assert run_detail(copy, good["run_id"])["options"]["config_hash"] == "abc123"
+        assert time.monotonic() - started < 5
+    finally:
+        holder.terminate()
+        holder.wait(timeout=10)
+
+
+def test_an_empty_database_has_no_runs(tmp_path, capsys) -> None:
+    db = tmp_path / "empty.duckdb"
+    Store(db).migrate()
+    assert main(["--db", str(db), "runs"]) == 0
+    assert capsys.readouterr().out.strip() == "no runs yet"
