@@ -1,0 +1,82 @@
+"""The project's Prefect deployments: a nightly generation run and a weekly train-and-evaluate run.
+
+Deployments go to a work pool, and a worker polling that pool starts each run in a process of its own. The same
+declarations serve every pool type: ``rlaif schedule`` deploys them to a local process pool, and
+``deploy/prefect.yaml`` declares the same names, schedules and parameters for Docker and Kubernetes pools (a test
+keeps the two in step). ``flow.serve`` would be simpler on one machine, but it ties the schedules to one long-lived
+Python process that runs every flow itself; a pool lets the runs move to other machines without redeploying.
+
+Schedules are cron strings in UTC. The nightly run comes first (02:00); the weekly one (Sunday 04:00) trains on
+what the nights made and evaluates the result.
+"""
+
+# No `from __future__ import annotations`: rlaif.demo.load_flow_module loads flows by path without registering
+# them in sys.modules, and dataclasses need the module there to read string annotations.
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One deployment: the flow (file and function under flows/), its cron schedule and default parameters."""
+
+    name: str
+    file: str
+    function: str
+    cron: str
+    description: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def entrypoint(self) -> str:
+        return f"flows/{self.file}:{self.function}"
+
+
+NIGHTLY = Declared(
+    name="nightly-generation", file="cai.py", function="cai_flow", cron="0 2 * * *",
+    description="Critique-revise and judge the prompt set into the project database, every night.",
+    parameters={"constitution": "harmless", "prompts": None, "limit": None, "rounds": 1, "kind": "cai",
+                "show_progress": False},
+)
+WEEKLY = Declared(
+    name="weekly-train-evaluate", file="train.py", function="train_flow", cron="0 4 * * 0",
+    description="Train on the week's data and evaluate the result, every Sunday.",
+    parameters={},
+)
+DEPLOYMENTS = (NIGHTLY, WEEKLY)
+
+
+def project_root() -> Path:
+    """The folder that holds flows/ (a checkout, or the installed package's data folder)."""
+    from rlaif.resources import data_dir
+
+    return data_dir("flows").parent
+
+
+def deploy_all(api_url: str, pool: str, settings_overrides: dict[str, Any],
+               extra: dict[str, dict[str, Any]] | None = None) -> list[tuple[Declared, str | None]]:
+    """Create or update every deployment whose flow file exists; returns (declared, deployment id or None).
+
+    ``settings_overrides`` goes to each flow's ``settings_overrides`` parameter (the database path and the
+    engine options given to ``rlaif schedule``); ``extra`` adds parameters per deployment name. A deployment
+    whose flow is not in this rlaif yet is returned with id None and not created.
+    """
+    from prefect import flow
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    root = project_root()
+    done: list[tuple[Declared, str | None]] = []
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        for declared in DEPLOYMENTS:
+            if not (root / "flows" / declared.file).is_file():
+                done.append((declared, None))
+                continue
+            loaded = flow.from_source(source=str(root), entrypoint=declared.entrypoint)
+            parameters = {**declared.parameters, **(extra or {}).get(declared.name, {}),
+                          "settings_overrides": settings_overrides}
+            deployment = loaded.to_deployment(name=declared.name, cron=declared.cron, parameters=parameters,
+                                              description=declared.description, work_pool_name=pool,
+                                              tags=["rlaif"])
+            done.append((declared, str(deployment.apply())))
+    return done
