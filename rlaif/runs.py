@@ -3,7 +3,8 @@
 Counts come from the tables themselves (every table with a ``run_id`` column, grouped by run), not from a summary
 a run stored about itself, so a crashed run is counted as far as it got. The ``runs`` table grows columns over
 migrations (a configuration hash, the engine roles); the columns are read as they exist in the file, so this
-works on databases from before and after such a migration.
+works on databases from before and after such a migration. Training runs (``train_runs``, migration 006) are
+listed beside the generation runs, their kind shown as ``train-<kind>`` and their config as their options.
 
 Everything here opens the file read-only and briefly: it works while runs are writing (docs/storage.md).
 """
@@ -31,8 +32,18 @@ def _run_tables(con) -> list[str]:
     return [t for (t,) in con.execute(
         "SELECT c.table_name FROM information_schema.columns c JOIN information_schema.tables t "
         "USING (table_catalog, table_schema, table_name) WHERE t.table_type = 'BASE TABLE' "
-        "AND c.column_name = 'run_id' AND c.table_name <> 'runs' ORDER BY c.table_name"
+        "AND c.column_name = 'run_id' AND c.table_name NOT IN ('runs', 'train_runs') ORDER BY c.table_name"
     ).fetchall()]
+
+
+def _run_rows(con, prefix: str = "") -> list[dict]:
+    """Rows of runs and, where the table exists, of train_runs, whose id starts with ``prefix``."""
+    rows = _rows(con, "SELECT * FROM runs WHERE starts_with(run_id, ?)", [prefix])
+    if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'train_runs'").fetchone()[0]:
+        for row in _rows(con, "SELECT * FROM train_runs WHERE starts_with(run_id, ?)", [prefix]):
+            row["kind"], row["params"] = f"train-{row['kind']}", row.pop("config", None)
+            rows.append(row)
+    return rows
 
 
 def _counts(con, run_ids: list[str]) -> dict[str, dict[str, int]]:
@@ -87,8 +98,9 @@ def list_runs(db: str | Path, *, limit: int = 50, kind: str | None = None) -> li
     from rlaif.store import Store, utcnow
 
     with Store(db).connect(read_only=True) as con:
-        where, params = ("WHERE kind = ?", [kind, limit]) if kind else ("", [limit])
-        runs = _rows(con, f"SELECT * FROM runs {where} ORDER BY started_at DESC, run_id LIMIT ?", params)
+        runs = [r for r in _run_rows(con) if kind is None or r["kind"] == kind]
+        runs.sort(key=lambda r: (r["started_at"], r["run_id"]), reverse=True)
+        runs = runs[:limit]
         ids = [r["run_id"] for r in runs]
         if not ids:
             return []
@@ -103,7 +115,7 @@ def run_detail(db: str | Path, run_id: str) -> dict:
     from rlaif.store import Store, utcnow
 
     with Store(db).connect(read_only=True) as con:
-        matches = _rows(con, "SELECT * FROM runs WHERE starts_with(run_id, ?) ORDER BY run_id", [run_id])
+        matches = sorted(_run_rows(con, run_id), key=lambda r: r["run_id"])
         exact = [m for m in matches if m["run_id"] == run_id]
         if exact:
             matches = exact

@@ -116,3 +116,24 @@ def test_an_empty_database_has_no_runs(tmp_path, capsys) -> None:
     Store(db).migrate()
     assert main(["--db", str(db), "runs"]) == 0
     assert capsys.readouterr().out.strip() == "no runs yet"
+
+
+def test_training_runs_are_listed_beside_generation_runs(tmp_path) -> None:
+    from rlaif.store import utcnow
+
+    db = tmp_path / "train.duckdb"
+    store = Store(db)
+    store.migrate()
+    started = utcnow()
+    store.insert("train_runs", [{
+        "run_id": "train-abc", "kind": "dpo", "status": "completed", "config": '{"beta": 0.1}', "base_model": "m",
+        "dataset": "preference_dataset", "data_version": "v", "data_rows": 10, "train_rows": 9, "eval_rows": 1,
+        "out_dir": "/tmp/x", "world_size": 1, "device": "cpu", "precision": "fp32", "total_steps": 2,
+        "steps_done": 2, "resumes": 0, "started_at": started, "finished_at": started,
+        "prefect_flow_run_id": "flow-9"}])
+    store.insert("train_metrics", [{"run_id": "train-abc", "phase": "step", "step": s, "name": "loss", "value": 0.5,
+                                    "created_at": started} for s in (1, 2)])
+    (run,) = list_runs(db)
+    assert (run["kind"], run["prefect_flow_run_id"], run["rows"]) == ("train-dpo", "flow-9", {"train_metrics": 2})
+    assert list_runs(db, kind="train-dpo") == [run]
+    assert run_detail(db, "train-a")["options"]["params"] == {"beta": 0.1}

@@ -23,7 +23,7 @@ def _json(value) -> str:
 def runs_list(
     ctx: typer.Context,
     limit: int = typer.Option(50, min=1, help="Show the latest N runs."),
-    kind: Optional[str] = typer.Option(None, help="Only runs of this kind (demo, sft, prefs, train, ...)."),
+    kind: Optional[str] = typer.Option(None, help="Only runs of this kind (demo, sft, prefs, train-dpo, ...)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List runs, newest first: kind, status, rows per table, tokens, tokens/s, duration, Prefect flow run id."""
