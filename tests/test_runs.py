@@ -17,7 +17,7 @@ from rlaif.errors import ConfigError
 from rlaif.pipeline import CaiConfig
 from rlaif.prompts import load_prompts
 from rlaif.runner import run_generation
-from rlaif.runs import list_runs, run_detail
+from rlaif.run_history import list_runs, run_detail
 from rlaif.store import Store
 
 

@@ -29,7 +29,7 @@ def runs_list(
     """List runs, newest first: kind, status, rows per table, tokens, tokens/s, duration, Prefect flow run id."""
     if ctx.invoked_subcommand is not None:
         return
-    from rlaif.runs import format_runs, list_runs
+    from rlaif.run_history import format_runs, list_runs
 
     runs = list_runs(settings().db, limit=limit, kind=kind)
     echo(_json(runs) if as_json else format_runs(runs))
@@ -41,7 +41,7 @@ def runs_show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Show one run: its options, summary (rows, tokens, calls per stage) and failures (errors, flags)."""
-    from rlaif.runs import format_detail, run_detail
+    from rlaif.run_history import format_detail, run_detail
 
     detail = run_detail(settings().db, run_id)
     echo(_json(detail) if as_json else format_detail(detail))
