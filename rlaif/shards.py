@@ -80,7 +80,7 @@ def merge_shards(shards: Sequence[str | Path], into: str | Path) -> dict[str, di
     from a newer rlaif (a migration the target lacks) is refused; one from an older rlaif is read by the columns
     it has. Tables without a primary key are refused: without one, a second merge would duplicate their rows.
     """
-    from rlaif.store import Store, _first_line, _quote
+    from rlaif.store import Store, _quote, error_line
 
     target = Store(into)
     target.migrate()
@@ -100,7 +100,7 @@ def merge_shards(shards: Sequence[str | Path], into: str | Path) -> dict[str, di
             try:
                 con.execute(f"ATTACH '{literal}' AS shard (READ_ONLY)")
             except duckdb.Error as exc:
-                raise StoreError(f"cannot open shard {path}: {_first_line(exc)}") from None
+                raise StoreError(f"cannot open shard {path}: {error_line(exc)}") from None
             try:
                 _check_versions(con, path)
                 merged[str(path)] = _merge_one(con, tables, _quote)
