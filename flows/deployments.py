@@ -10,8 +10,8 @@ Schedules are cron strings in UTC. The nightly run comes first (02:00); the week
 what the nights made and evaluates the result.
 """
 
-# No `from __future__ import annotations`: rlaif.demo.load_flow_module loads flows by path without registering
-# them in sys.modules, and dataclasses need the module there to read string annotations.
+from __future__ import annotations
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,10 @@ class Declared:
 
 
 NIGHTLY = Declared(
-    name="nightly-generation", file="cai.py", function="cai_flow", cron="0 2 * * *",
+    name="nightly-generation", file="sl_cai.py", function="sl_cai_flow", cron="0 2 * * *",
     description="Critique-revise and judge the prompt set into the project database, every night.",
-    parameters={"constitution": "harmless", "prompts": None, "limit": None, "rounds": 1, "kind": "cai",
+    # `options` is a RunOptions; `rlaif schedule` adds the prompt source (nightly_options).
+    parameters={"options": {"constitution": "harmless", "rounds": 1, "judge": True}, "kind": "sft",
                 "show_progress": False},
 )
 WEEKLY = Declared(
@@ -45,6 +46,17 @@ WEEKLY = Declared(
     parameters={},
 )
 DEPLOYMENTS = (NIGHTLY, WEEKLY)
+
+
+def nightly_options(prompts: str | None, limit: int | None) -> dict[str, Any]:
+    """The nightly run's options: the given prompt source, or the built-in set (its helpful prompts marked)."""
+    from rlaif.options import RunOptions
+    from rlaif.prompts import demo_prompts_path
+
+    source = {"prompts": prompts} if prompts else {"prompts": str(demo_prompts_path()), "helpful_column": "category"}
+    options = {**NIGHTLY.parameters["options"], **source, **({"limit": limit} if limit else {})}
+    RunOptions.parse(**options)  # a bad value is one line now, not a failed run at 2 a.m.
+    return options
 
 
 def project_root() -> Path:

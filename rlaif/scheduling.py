@@ -163,7 +163,7 @@ def start(settings_overrides: dict[str, Any], *, pool: str = DEFAULT_POOL, port:
           server_wait_s: float = 90.0, worker_wait_s: float = 60.0,
           log: Callable[[str], None] = print) -> Scheduled:
     """Server (standing or started), pool, deployments and (unless ``worker=False``) a worker."""
-    from rlaif.demo import load_flow_module
+    from flows.deployments import deploy_all
 
     standing = os.environ.get("PREFECT_API_URL")
     scheduled = Scheduled(api_url="", ui_url="")
@@ -178,7 +178,6 @@ def start(settings_overrides: dict[str, Any], *, pool: str = DEFAULT_POOL, port:
         scheduled.ui_url = ui_url(scheduled.api_url)
         kind = ensure_pool(scheduled.api_url, pool)
         log(f"work pool {pool!r} ({kind})")
-        deploy_all = load_flow_module("deployments").deploy_all
         scheduled.deployments = deploy_all(scheduled.api_url, pool, settings_overrides, extra)
         if worker:
             scheduled.children.append(start_worker(scheduled.api_url, pool, worker_wait_s))

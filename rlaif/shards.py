@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rlaif.errors import ConfigError, StoreError
 
@@ -66,6 +66,16 @@ def select_shard(prompts: Iterable[P], shard: tuple[int, int]) -> list[P]:
     """The prompts of ``shard`` (``(i, n)``), in their original order."""
     i, n = shard
     return [p for p in prompts if shard_of(p.prompt_id, n) == i]
+
+
+def shard_filter(items: Iterable[Any], shard: tuple[int, int]) -> Iterator[Any]:
+    """A prompt source's items for ``shard``, streamed: its prompt rows, and the bad rows in shard 1 only, so
+    that merged shards record each bad row once."""
+    i, n = shard
+    for item in items:
+        prompt_id = getattr(item, "prompt_id", None)
+        if (shard_of(prompt_id, n) == i) if prompt_id is not None else i == 1:
+            yield item
 
 
 # -- merging ----------------------------------------------------------------------------------------------

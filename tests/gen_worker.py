@@ -1,9 +1,9 @@
 """A generation run in a process of its own, for tests that need real concurrent processes on one machine.
 
-    python tests/gen_worker.py DB --seed S --prompts N [--delay SECONDS] [--shard I/N]
+    python tests/gen_worker.py DB --seed S --prompts N [--delay SECONDS] [--shard I/N] [--judge]
 
-Runs ``rlaif.runner.run_generation`` on the built-in prompts with the fake engine, each engine call slowed by
-``--delay`` so that two runs started together overlap, and prints the run's summary as one JSON line.
+Runs ``rlaif.runner.generate_sft`` on the built-in prompts with the fake engine for both roles, each engine call
+slowed by ``--delay`` so that two runs started together overlap, and prints the run's summary as one JSON line.
 """
 
 from __future__ import annotations
@@ -47,28 +47,27 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("db", type=Path)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--prompts", type=int, default=20)
+    parser.add_argument("--prompts", type=int, default=20, help="the first N built-in prompts")
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--shard", default=None)
+    parser.add_argument("--judge", action="store_true")
     parser.add_argument("--in-flight", type=int, default=4, help="prompts in flight at once")
     args = parser.parse_args()
 
     from rlaif.config import load_settings
-    from rlaif.constitution import load_constitution, resolve_constitution
-    from rlaif.pipeline import CaiConfig
-    from rlaif.prompts import load_prompts
-    from rlaif.runner import run_generation
-    from rlaif.shards import parse_shard, select_shard
+    from rlaif.engines import Engines
+    from rlaif.options import RunOptions
+    from rlaif.prompts import demo_prompts_path
+    from rlaif.runner import generate_sft
 
     # The runner keeps 2 x max(concurrency, batch_size) prompts in flight.
     half = max(1, args.in_flight // 2)
     settings = load_settings(db=args.db, engine="fake", seed=args.seed, concurrency=half, batch_size=half)
-    prompts = load_prompts(limit=args.prompts)
-    if args.shard:
-        prompts = select_shard(prompts, parse_shard(args.shard))
-    constitution = load_constitution(resolve_constitution("example"))
-    summary = run_generation(settings, constitution, prompts, CaiConfig(rounds=1, max_tokens=32), kind="test",
-                             engine=SlowFakeEngine(args.delay, args.seed), show_progress=False)
+    options = RunOptions.parse(prompts=str(demo_prompts_path()), limit=args.prompts, shard=args.shard,
+                               constitution="example", max_tokens=32, judge=args.judge)
+    engine = SlowFakeEngine(args.delay, args.seed)
+    summary = generate_sft(settings, options, kind="test", engines=Engines(engine, engine), show_progress=False,
+                           log=lambda line: print(line, file=sys.stderr))
     print(json.dumps(summary.as_dict()), flush=True)
     return 0
 

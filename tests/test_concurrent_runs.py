@@ -61,7 +61,7 @@ def test_two_runs_at_once_store_every_row_once_while_rlaif_sql_answers(tmp_path:
     reader = subprocess.Popen([sys.executable, "-c", READER, str(db), str(stop)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=child_env(tmp_path))
     # Same prompts, different seeds: the runs' requests differ, their prompts rows are shared.
-    runs = [start_worker(db, tmp_path, "--seed", str(seed), "--prompts", "24", "--delay", "0.06")
+    runs = [start_worker(db, tmp_path, "--seed", str(seed), "--prompts", "24", "--delay", "0.06", "--judge")
             for seed in (1, 2)]
     try:
         summaries = [finish(p) for p in runs]
@@ -80,10 +80,13 @@ def test_two_runs_at_once_store_every_row_once_while_rlaif_sql_answers(tmp_path:
         counts = store.fetch(
             "SELECT (SELECT count(*) FROM generations WHERE run_id = $r) AS generations, "
             "(SELECT count(*) FROM attempts WHERE run_id = $r) AS attempts, "
+            "(SELECT count(*) FROM responses WHERE run_id = $r) AS responses, "
             "(SELECT count(*) FROM revisions WHERE run_id = $r) AS revisions, "
             "(SELECT count(*) FROM comparisons WHERE run_id = $r) AS comparisons", {"r": s["run_id"]})[0]
+        assert s["revisions"] == s["comparisons"] == 24  # one round each, every chain judged
         assert counts == {"generations": s["engine_calls"], "attempts": s["engine_calls"],
-                          "revisions": s["revisions"], "comparisons": s["comparisons"]}
+                          "responses": s["responses"], "revisions": s["revisions"],
+                          "comparisons": s["comparisons"]}
     assert store.fetch("SELECT count(*) AS n FROM prompts")[0]["n"] == 24  # shared rows once
     (dupes,) = store.fetch("SELECT count(*) - count(DISTINCT key) AS n FROM generations")
     assert dupes["n"] == 0
@@ -173,12 +176,14 @@ def test_writer_paces_flushes_by_the_time_it_held_the_file(tmp_path: Path, backg
     store = Store(tmp_path / "paced.duckdb")
     store.migrate()
     paced = Writer(store, max_rows=1, max_age_s=60, max_busy=0.01, background=background)  # gap = 99 x hold
-    for i in range(10):
+    paced.add("prompts", prompt_row(0))
+    deadline = time.monotonic() + 10
+    while paced.flushes < 1 and time.monotonic() < deadline:  # the writer thread's first flush
+        time.sleep(0.01)
+    for i in range(1, 10):
         paced.add("prompts", prompt_row(i))
         time.sleep(0.01)
-    # Every add was due; after the first flush the pause keeps the rest together (the writer thread may have
-    # taken a second row into its first flush on a busy machine).
-    assert paced.flushes == 1 and (paced.pending == 9 if not background else 1 <= paced.pending <= 9)
+    assert paced.flushes == 1 and paced.pending == 9  # every add was due; the pause keeps them for one batch
     started = time.monotonic()
     paced.close()  # not paced, and it cuts the writer thread's pause short
     assert time.monotonic() - started < 2.0 and paced.flushes == 2 and paced.pending == 0

@@ -18,6 +18,7 @@ from ruamel.yaml import YAML
 from rlaif.cli import app
 from rlaif.config import EMBEDDED_MODEL, Settings
 from rlaif.environment import ALL, NO_TELEMETRY, OFFLINE
+from rlaif.options import RunOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -214,19 +215,25 @@ def test_the_kubernetes_job_template_is_the_pools_manifest() -> None:
 
 
 def test_prefect_yaml_declares_the_deployments_of_flows_deployments_py() -> None:
-    from rlaif.demo import load_flow_module
+    from flows.deployments import DEPLOYMENTS
 
-    declared = {d.name: d for d in load_flow_module("deployments").DEPLOYMENTS}
+    declared = {d.name: d for d in DEPLOYMENTS}
     spec = load_yaml(DEPLOY / "prefect.yaml")
     assert spec["pull"] == [{"prefect.deployments.steps.set_working_directory": {"directory": "/opt/rlaif"}}]
     assert "WORKDIR /opt/rlaif" in {f"{i} {a}" for i, a in dockerfile()}
+    assert "COPY rlaif ./rlaif" in {f"{i} {a}" for i, a in dockerfile()}  # where the built-in prompts are
     found = {d["name"]: d for d in spec["deployments"]}
     assert set(found) == set(declared)
     for name, d in found.items():
         mine = declared[name]
         assert d["entrypoint"] == mine.entrypoint and d["description"] == mine.description
         assert [s["cron"] for s in d["schedules"]] == [mine.cron]
-        assert {k: v for k, v in d["parameters"].items() if k != "settings_overrides"} == mine.parameters
+        given = {k: v for k, v in d["parameters"].items() if k != "settings_overrides"}
+        assert set(given) == set(mine.parameters)
+        for key, value in mine.parameters.items():  # what flows/deployments.py fixes; the rest is the source
+            assert given[key] == value or (isinstance(value, dict) and value.items() <= given[key].items()), key
+        if "options" in given:
+            RunOptions.parse(**given["options"])  # what Prefect will validate the parameter against
         file = POOLS[d["work_pool"]["name"]][0]
         variables = json.loads((DEPLOY / file).read_text(encoding="utf-8"))["variables"]["properties"]
         assert set(d["work_pool"]["job_variables"]) <= set(variables)

@@ -12,30 +12,32 @@ from pathlib import Path
 import pytest
 
 from rlaif.cli import main
+from rlaif.engines import Engines
 from rlaif.engines.fake import FakeEngine
 from rlaif.errors import ConfigError
-from rlaif.pipeline import CaiConfig
-from rlaif.prompts import load_prompts
-from rlaif.runner import run_generation
+from rlaif.options import RunOptions
+from rlaif.prompts import demo_prompts_path
+from rlaif.runner import generate_sft
 from rlaif.run_history import list_runs, run_detail
 from rlaif.store import Store
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory, example_constitution) -> tuple[Path, dict, dict]:
-    """A completed run, then a partial one whose judge calls all failed."""
+def two_runs(tmp_path_factory) -> tuple[Path, dict, dict]:
+    """A completed run of two rounds, then a partial one (another seed) whose judge calls all failed."""
     from rlaif.config import load_settings
 
     db = tmp_path_factory.mktemp("runs") / "runs.duckdb"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RLAIF_CONFIG", str(db.parent / "absent.toml"))
         settings = load_settings(db=db, engine="fake")
-    prompts = load_prompts(limit=4)
-    good = run_generation(settings, example_constitution, prompts, CaiConfig(rounds=2), kind="sft",
-                          show_progress=False)
+    options = RunOptions.parse(prompts=str(demo_prompts_path()), limit=4, constitution="example", judge=True)
+    fake = FakeEngine()
+    good = generate_sft(settings, options.model_copy(update={"rounds": 2}), kind="sft", engines=Engines(fake, fake),
+                        show_progress=False, log=lambda line: None)
     failing = FakeEngine().fail(stages=("judge",))
-    bad = run_generation(settings.model_copy(update={"seed": 7}), example_constitution, prompts, CaiConfig(),
-                         kind="prefs", engine=failing, show_progress=False)
+    bad = generate_sft(settings, options.model_copy(update={"seed": 7}), kind="prefs",
+                       engines=Engines(failing, failing), show_progress=False, log=lambda line: None)
     return db, good.as_dict(), bad.as_dict()
 
 
@@ -47,8 +49,9 @@ def test_list_counts_rows_by_sql_and_reports_tokens(two_runs) -> None:
     assert (g["kind"], g["status"], b["kind"], b["status"]) == ("sft", "completed", "prefs", "partial")
     assert g["generations"] == good["engine_calls"] and g["revisions"] == 4 * 2 and g["comparisons"] == 4
     assert g["tokens"] == good["output_tokens"] > 0 and g["duration_s"] is not None and g["tokens_per_s"] > 0
-    assert b["comparisons"] == 0 and b["failed_attempts"] == 8  # both orders of four pairs
-    assert b["rows"]["attempts"] == b["generations"] + 8
+    judged = bad["failed_prompts"]  # prompts whose judge pass failed, each in both orders
+    assert judged > 0 and b["comparisons"] == 0 and b["failed_attempts"] == 2 * judged
+    assert b["rows"]["attempts"] == b["generations"] + 2 * judged
     assert [r["run_id"] for r in list_runs(db, kind="sft")] == [good["run_id"]]
     assert len(list_runs(db, limit=1)) == 1
 
@@ -58,10 +61,12 @@ def test_show_gives_options_summary_and_failures(two_runs) -> None:
     detail = run_detail(db, bad["run_id"][:-3])  # a unique prefix will do
     assert detail["run"]["run_id"] == bad["run_id"]
     assert detail["options"]["params"]["rounds"] == 1 and detail["options"]["seed"] == 7
+    assert detail["options"]["config_hash"]  # a column migration 004 added, read as it exists
     assert {s["stage"] for s in detail["stages"]} == {"respond", "critique", "revise"}
     failures = detail["failures"]
-    assert failures["error"].startswith("4 prompts failed") and failures["requests_failed"] == 8
-    assert failures["attempt_errors"] == [{"stage": "judge", "error": "fake failure", "tries": 8}]
+    judged = bad["failed_prompts"]
+    assert failures["error"].startswith(f"{judged} prompts failed") and failures["requests_failed"] == 2 * judged
+    assert failures["attempt_errors"] == [{"stage": "judge", "error": "fake failure", "tries": 2 * judged}]
     with pytest.raises(ConfigError, match="no run 'nope'"):
         run_detail(db, "nope")
     with pytest.raises(ConfigError, match="ambiguous"):
@@ -79,7 +84,8 @@ def test_cli_lists_as_table_and_json_and_shows_one(two_runs, capsys) -> None:
     assert [r["run_id"] for r in listed] == [bad["run_id"], good["run_id"]]
     assert main(["--db", str(db), "runs", "show", bad["run_id"]]) == 0
     text = capsys.readouterr().out
-    assert "options (as given):" in text and "failures:" in text and "8 x judge: fake failure" in text
+    assert "options (as given):" in text and "failures:" in text
+    assert f"{2 * bad['failed_prompts']} x judge: fake failure" in text
     assert main(["--db", str(db), "runs", "show", "nope"]) == ConfigError.exit_code
 
 
@@ -96,15 +102,15 @@ def test_reads_read_only_beside_another_reader_and_columns_added_later(two_runs,
     copy = tmp_path / "copy.duckdb"
     copy.write_bytes(db.read_bytes())
     with Store(copy).connect() as con:  # what a later migration may add to runs, read as it exists
-        con.execute("ALTER TABLE runs ADD COLUMN config_hash VARCHAR")
-        con.execute("UPDATE runs SET config_hash = 'abc123'")
+        con.execute("ALTER TABLE runs ADD COLUMN placement VARCHAR")
+        con.execute("UPDATE runs SET placement = 'rack-7'")
     # A process holding the file read-only shuts out read-write opens, not read-only ones.
     holder = subprocess.Popen([sys.executable, "-c", READ_HOLDER, str(copy)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         started = time.monotonic()
         assert len(list_runs(copy)) == 2
-        assert run_detail(copy, good["run_id"])["options"]["config_hash"] == "abc123"
+        assert run_detail(copy, good["run_id"])["options"]["placement"] == "rack-7"
         assert time.monotonic() - started < 5
     finally:
         holder.terminate()

@@ -110,9 +110,10 @@ def test_schedule_serves_deploys_and_a_triggered_run_lands_with_its_flow_run_id(
         out.wait_for(f"starting a Prefect server on 127.0.0.1:{port}", 60)
         assert f"Prefect UI: http://127.0.0.1:{port}  (API {url})" in out.wait_for("Prefect UI:", 150)
         out.wait_for("Ctrl-C stops", 60)
-        deployment = api(url, "/deployments/name/rlaif-cai/nightly-generation")
+        deployment = api(url, "/deployments/name/rlaif-sl-cai/nightly-generation")
         assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["0 2 * * *"]
-        assert deployment["work_pool_name"] == "test-pool" and deployment["parameters"]["limit"] == 3
+        assert deployment["work_pool_name"] == "test-pool" and deployment["parameters"]["options"]["limit"] == 3
+        assert deployment["parameters"]["kind"] == "sft" and deployment["parameters"]["options"]["judge"] is True
         assert deployment["parameters"]["settings_overrides"] == {"db": str(db), "engine": "fake"}
 
         # Against the standing server (PREFECT_API_URL): no server start-up, the deployment is updated in place.
@@ -121,8 +122,8 @@ def test_schedule_serves_deploys_and_a_triggered_run_lands_with_its_flow_run_id(
                                text=True, env=env_for(home, PREFECT_API_URL=url), timeout=120)
         assert again.returncode == 0, again.stdout + again.stderr
         assert "starting a Prefect server" not in again.stdout and "no worker here" in again.stdout
-        updated = api(url, "/deployments/name/rlaif-cai/nightly-generation")
-        assert updated["id"] == deployment["id"] and updated["parameters"]["limit"] == 2
+        updated = api(url, "/deployments/name/rlaif-sl-cai/nightly-generation")
+        assert updated["id"] == deployment["id"] and updated["parameters"]["options"]["limit"] == 2
 
         flow_run_id, state = trigger_and_wait(url, deployment["id"])
         assert state == "COMPLETED", "".join(out.seen)
@@ -134,6 +135,6 @@ def test_schedule_serves_deploys_and_a_triggered_run_lands_with_its_flow_run_id(
 
     store = Store(db)
     (run,) = store.fetch("SELECT * FROM runs")
-    assert run["prefect_flow_run_id"] == flow_run_id and run["status"] == "completed" and run["kind"] == "cai"
+    assert run["prefect_flow_run_id"] == flow_run_id and run["status"] == "completed" and run["kind"] == "sft"
     assert store.fetch("SELECT count(DISTINCT prompt_id) AS n FROM generations WHERE run_id = ?",
                        [run["run_id"]])[0]["n"] == 2

@@ -60,17 +60,23 @@ def test_a_bad_shard_is_one_clear_error(text: str, message: str) -> None:
 def run_worker(db: Path, tmp_path: Path, *args: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RLAIF_")}
     env.update(PYTHONPATH=str(ROOT), RLAIF_CONFIG=str(tmp_path / "absent.toml"))
-    return subprocess.Popen([sys.executable, str(WORKER), str(db), "--prompts", "16", "--seed", "3", *args],
+    return subprocess.Popen([sys.executable, str(WORKER), str(db), "--prompts", "200", "--seed", "3", "--judge",
+                             "--in-flight", "16", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-KEYED = {"prompts": "prompt_id", "generations": "key", "revisions": "chain_id || '/' || round",
-         "comparisons": "comparison_id"}
+KEYED = {"prompts": "prompt_id", "generations": "key", "responses": "chain_id",
+         "revisions": "chain_id || '/' || round", "comparisons": "comparison_id"}
+# Flags that compare a run's answers with each other (near_duplicate, long, short) are computed by each shard over
+# its own share (docs/scaling.md, "Shards"); the per-row flags must match a single run's.
+ROW_FLAGS = "SELECT target || '/' || target_id || '/' || flag AS k FROM row_flags " \
+            "WHERE flag NOT IN ('near_duplicate', 'long', 'short')"
 
 
 def keys(db: Path) -> dict[str, set[str]]:
     store = Store(db)
-    return {t: {r["k"] for r in store.fetch(f"SELECT {k} AS k FROM {t}")} for t, k in KEYED.items()}
+    found = {t: {r["k"] for r in store.fetch(f"SELECT {k} AS k FROM {t}")} for t, k in KEYED.items()}
+    return {**found, "row flags": {r["k"] for r in store.fetch(ROW_FLAGS)}}
 
 
 def test_two_shard_workers_merged_equal_one_single_process_run(tmp_path: Path, capsys) -> None:
@@ -89,7 +95,7 @@ def test_two_shard_workers_merged_equal_one_single_process_run(tmp_path: Path, c
     out = capsys.readouterr().out
     assert "generations +" in out and "merged 2 shard(s)" in out
     expected = keys(single)
-    assert all(expected.values()) and keys(merged) == expected
+    assert all(expected[t] for t in KEYED) and keys(merged) == expected
     assert len(Store(merged).fetch("SELECT * FROM runs")) == 2  # each shard's run, with its own id
 
     again = merge_shards(shards, merged)  # idempotent: nothing new the second time

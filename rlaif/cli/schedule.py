@@ -8,25 +8,31 @@ from typing import Optional
 import typer
 
 from rlaif.cli._app import app, echo, overrides, settings
+from rlaif.errors import UserError
 
 
 @app.command()
 def schedule(
     pool: str = typer.Option("rlaif-local", help="Work pool to deploy to (a process pool is created if missing)."),
     port: int = typer.Option(4200, help="Port of the local Prefect server started when PREFECT_API_URL is unset."),
-    prompts: Optional[Path] = typer.Option(None, help="Prompt file for the nightly run (default: built-in set)."),
+    prompts: Optional[str] = typer.Option(None, help="Nightly prompt source: a file, folder or 'sql:...' "
+                                                     "(default: the built-in set)."),
     limit: Optional[int] = typer.Option(None, min=1, help="Prompts per nightly run (default: all)."),
     worker: bool = typer.Option(True, help="Run a worker here (--no-worker when workers run elsewhere)."),
 ) -> None:
     """Deploy the nightly generation and weekly train-and-evaluate runs with their cron schedules, start a
     worker, and print the Prefect UI address. Uses PREFECT_API_URL, or starts a server on 127.0.0.1."""
+    from flows.deployments import NIGHTLY, nightly_options
     from rlaif import scheduling
 
     effective = settings()
     scheduling.parse_port(port)
     given = {k: (str(v) if isinstance(v, Path) else v) for k, v in overrides().items() if v is not None}
-    nightly = {"prompts": str(prompts.resolve()) if prompts else None, "limit": limit}
-    extra = {"nightly-generation": {k: v for k, v in nightly.items() if v is not None}}
+    if prompts and not prompts.startswith("sql:"):  # the worker may run elsewhere: an absolute path
+        if not Path(prompts).exists():
+            raise UserError(f"--prompts {prompts}: no such file or folder")
+        prompts = str(Path(prompts).resolve())
+    extra = {NIGHTLY.name: {"options": nightly_options(prompts, limit)}}
     scheduled = scheduling.start({**given, "db": str(effective.db.resolve())}, pool=pool, port=port,
                                  worker=worker, extra=extra, log_dir=effective.cache_dir / "prefect", log=echo)
     echo(f"Prefect UI: {scheduled.ui_url}  (API {scheduled.api_url})")
