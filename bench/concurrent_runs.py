@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -115,7 +116,10 @@ def scenario(rate: float, base_rows: int, seconds: float, max_busy: float, work:
     db = work / f"bench-{int(rate)}-{base_rows}-{max_busy}.duckdb"
     for path in (db, Path(f"{db}.wal")):
         path.unlink(missing_ok=True)
-    grow(db, base_rows)
+    base = work / f"base-{base_rows}.duckdb"  # grown once per size, copied for each scenario
+    if not base.exists():
+        grow(base, base_rows)
+    shutil.copyfile(base, db)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     me = [sys.executable, __file__]
     common = ["--db", str(db), "--seconds", str(seconds)]

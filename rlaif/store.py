@@ -365,12 +365,13 @@ class Writer:
     raises; a background one keeps the error, the next due flush tries again, and ``flush()``/``close()`` raise
     if the rows still cannot be written.
 
-    Flushes are paced so that this writer holds the file at most ``max_busy`` of the time: after a flush that
-    held it for ``h`` seconds, the next due flush waits until ``h * (1 / max_busy - 1)`` has passed, and takes
-    everything buffered meanwhile in one batch. A flush costs more as the tables grow (the primary-key checks:
-    about 40 ms at 10k rows, 170 ms at 1M, measured in docs/storage.md), so a big database gets fewer, larger
-    flushes instead of a file that is never free; two runs at once leave it free over half of the time.
-    ``flush()`` and ``close()`` are not paced.
+    Flushes are paced so that readers and other writers get turns: after a flush that held the file for ``h``
+    seconds, the next due flush waits ``min(h * (1 / max_busy - 1), max_age_s)`` and takes everything buffered
+    meanwhile in one batch. While flushes are cheap (their fixed cost, which grows with the tables' primary
+    keys: about 40 ms at 10k rows, 170 ms at 1M) this writer holds the file at most ``max_busy`` of the time;
+    when a flush is long because it carries many rows, the pause stops at ``max_age_s``, so the writer keeps up
+    with its rows (it is never held below its own rate) and the file is still free for a reader after every
+    flush. docs/storage.md has the measurements. ``flush()`` and ``close()`` are not paced.
     """
 
     def __init__(self, store: Store, *, max_rows: int = 256, max_age_s: float = 1.0, background: bool = False,
@@ -455,7 +456,7 @@ class Writer:
                 self._buffer, self._count, self._in_flight = batch, self._count + taken, 0
                 self._first_at = time.monotonic()  # retry when the next flush is due, not on every add
             raise
-        gap = self.store.last_hold_s * (1 / self.max_busy - 1)
+        gap = min(self.store.last_hold_s * (1 / self.max_busy - 1), self.max_age_s)
         with self._lock:
             self._in_flight = 0
             self.flushes += 1

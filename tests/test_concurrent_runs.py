@@ -193,4 +193,10 @@ def test_writer_paces_flushes_by_the_time_it_held_the_file(tmp_path: Path, backg
         eager.add("prompts", prompt_row(i))
     eager.close()
     assert eager.flushes == 5
-    assert store.fetch("SELECT count(*) AS n FROM prompts")[0]["n"] == 15
+
+    capped = Writer(store, max_rows=1, max_age_s=0.2, max_busy=0.01)  # the pause never outlasts max_age_s
+    capped.add("prompts", prompt_row(15))
+    time.sleep(0.3)
+    capped.add("prompts", prompt_row(16))
+    assert capped.flushes == 2 and capped.pending == 0
+    assert store.fetch("SELECT count(*) AS n FROM prompts")[0]["n"] == 17
