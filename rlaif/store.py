@@ -49,9 +49,10 @@ _MIGRATIONS_DDL = """CREATE TABLE IF NOT EXISTS schema_migrations (
 )"""
 _FRAME = "_rlaif_frame"  # name under which an Arrow frame is registered for one statement
 _BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.01, 0.25  # lock retries: start fast, never sleep long (readers get in)
-# The longest normal turn at the file: flushes held it 35-200 ms on a quiet machine and up to 2.7 s at a load
-# average of 8 on 2 cores; small `rlaif sql` queries take tens of ms. Held longer, the file is "held": a run says
-# so, then waits (on_locked=wait) or stops (on_locked=fail). docs/storage.md has the measurements.
+# The longest normal turn at the file: a flush holds it 35-200 ms at a light load; with two writers and a reader on
+# 2 cores at a load of 15, the longest wait for a turn was 4.5 s (pacing on); small `rlaif sql` queries take tens
+# of ms. Held longer, the file is "held": a run says so, then waits (on_locked=wait) or stops (on_locked=fail).
+# docs/storage.md ("Two runs at once") has the measurements.
 TURN_S = 5.0
 # Columns of `runs` that change after a run starts; the rest is fixed at the first insert.
 _RUN_UPDATES = {
