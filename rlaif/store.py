@@ -49,10 +49,9 @@ _MIGRATIONS_DDL = """CREATE TABLE IF NOT EXISTS schema_migrations (
 )"""
 _FRAME = "_rlaif_frame"  # name under which an Arrow frame is registered for one statement
 _BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.01, 0.25  # lock retries: start fast, never sleep long (readers get in)
-# The longest normal turn at the file: a flush holds it 35-200 ms at a light load; with two writers and a reader on
-# 2 cores at a load of 15, the longest wait for a turn was 4.5 s (pacing on); small `rlaif sql` queries take tens
-# of ms. Held longer, the file is "held": a run says so, then waits (on_locked=wait) or stops (on_locked=fail).
-# docs/storage.md ("Two runs at once") has the measurements.
+# The longest normal turn at the file (flushes: 35-200 ms at a light load; the longest wait for a turn with two
+# writers and a reader at a load of 15 on 2 cores: 4.5 s). Held longer, the file is "held": a run says so, then
+# waits (on_locked=wait) or stops (on_locked=fail). docs/storage.md, "Two runs at once".
 TURN_S = 5.0
 # Columns of `runs` that change after a run starts; the rest is fixed at the first insert.
 _RUN_UPDATES = {
@@ -90,10 +89,6 @@ def _lock_message(path: Path, exc: duckdb.Error, waited_s: float, on_locked: OnL
     return f"database {path} is locked by {_holder(exc)} for over {waited_s:g}s; {advice}"
 
 
-def _stderr_line(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
 @dataclass
 class LockStats:
     """How opens of one ``Store`` fared against other holders of the file (benchmarks and run summaries)."""
@@ -125,7 +120,7 @@ class Store:
         self.path = Path(path)
         self.lock_timeout_s, self.turn_s = lock_timeout_s, turn_s
         self.on_locked: OnLocked = on_locked
-        self.notice = notice or _stderr_line
+        self.notice = notice or (lambda line: print(line, file=sys.stderr, flush=True))
         self.stats = LockStats()
         self._stats_lock = threading.Lock()
         self._local = threading.local()  # the last hold time of each thread (the Writer paces itself by it)
@@ -366,13 +361,11 @@ class Writer:
     raises; a background one keeps the error, the next due flush tries again, and ``flush()``/``close()`` raise
     if the rows still cannot be written.
 
-    Flushes are paced so that readers and other writers get turns: after a flush that held the file for ``h``
+    Flushes are paced so that readers and other writers get turns: after a flush that held the file ``h``
     seconds, the next due flush waits ``min(h * (1 / max_busy - 1), max_age_s)`` and takes everything buffered
-    meanwhile in one batch. While flushes are cheap (their fixed cost, which grows with the tables' primary
-    keys: about 40 ms at 10k rows, 170 ms at 1M) this writer holds the file at most ``max_busy`` of the time;
-    when a flush is long because it carries many rows, the pause stops at ``max_age_s``, so the writer keeps up
-    with its rows (it is never held below its own rate) and the file is still free for a reader after every
-    flush. docs/storage.md has the measurements. ``flush()`` and ``close()`` are not paced.
+    meanwhile. Cheap flushes keep this writer under ``max_busy`` of the time; a long one pauses at most
+    ``max_age_s``, so the writer is never held below its own row rate (docs/storage.md, "Two runs at once").
+    ``flush()`` and ``close()`` are not paced.
     """
 
     def __init__(self, store: Store, *, max_rows: int = 256, max_age_s: float = 1.0, background: bool = False,
