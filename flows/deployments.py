@@ -27,10 +27,15 @@ class Declared:
     cron: str
     description: str
     parameters: dict[str, Any] = field(default_factory=dict)
+    requires: str = ""  # another flow file it runs (deployed only once that file is in this rlaif)
 
     @property
     def entrypoint(self) -> str:
         return f"flows/{self.file}:{self.function}"
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return (self.file, self.requires) if self.requires else (self.file,)
 
 
 NIGHTLY = Declared(
@@ -41,9 +46,11 @@ NIGHTLY = Declared(
                 "show_progress": False},
 )
 WEEKLY = Declared(
-    name="weekly-train-evaluate", file="train.py", function="train_flow", cron="0 4 * * 0",
+    name="weekly-train-evaluate", file="weekly.py", function="weekly_train_flow", cron="0 4 * * 0",
     description="Train on the week's data and evaluate the result, every Sunday.",
-    parameters={},
+    # flows/weekly.py runs flows/train.py's train_flow in a folder per ISO week; `rlaif schedule` adds out_root
+    # (beside the database) and the prompts the evaluation holds out (the nightly source).
+    parameters={"kind": "dpo"}, requires="train.py",
 )
 DEPLOYMENTS = (NIGHTLY, WEEKLY)
 
@@ -57,6 +64,14 @@ def nightly_options(prompts: str | None, limit: int | None) -> dict[str, Any]:
     options = {**NIGHTLY.parameters["options"], **source, **({"limit": limit} if limit else {})}
     RunOptions.parse(**options)  # a bad value is one line now, not a failed run at 2 a.m.
     return options
+
+
+def weekly_parameters(db: Path, prompts: str | None) -> dict[str, Any]:
+    """The weekly run's folders and evaluation prompts: training under the database's folder."""
+    from rlaif.prompts import demo_prompts_path
+
+    return {"out_root": str(Path(db).resolve().parent / "train-runs" / "weekly"),
+            "prompts": prompts or str(demo_prompts_path())}
 
 
 def project_root() -> Path:
@@ -81,7 +96,7 @@ def deploy_all(api_url: str, pool: str, settings_overrides: dict[str, Any],
     done: list[tuple[Declared, str | None]] = []
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
         for declared in DEPLOYMENTS:
-            if not (root / "flows" / declared.file).is_file():
+            if not all((root / "flows" / file).is_file() for file in declared.needs):
                 done.append((declared, None))
                 continue
             loaded = flow.from_source(source=str(root), entrypoint=declared.entrypoint)

@@ -192,7 +192,8 @@ def describe(scheduled: Scheduled) -> list[str]:
     lines = []
     for declared, deployment_id in scheduled.deployments:
         if deployment_id is None:
-            lines.append(f"  {declared.name}: not deployed, {declared.entrypoint} is not in this rlaif yet")
+            missing = ", ".join(f"flows/{f}" for f in declared.needs)
+            lines.append(f"  {declared.name}: not deployed, it needs {missing}, not all in this rlaif yet")
         else:
             lines.append(f"  {declared.name}: cron '{declared.cron}' (UTC), runs {declared.entrypoint}")
     return lines

@@ -22,7 +22,7 @@ def schedule(
 ) -> None:
     """Deploy the nightly generation and weekly train-and-evaluate runs with their cron schedules, start a
     worker, and print the Prefect UI address. Uses PREFECT_API_URL, or starts a server on 127.0.0.1."""
-    from flows.deployments import NIGHTLY, nightly_options
+    from flows.deployments import NIGHTLY, WEEKLY, nightly_options, weekly_parameters
     from rlaif import scheduling
 
     effective = settings()
@@ -32,7 +32,8 @@ def schedule(
         if not Path(prompts).exists():
             raise UserError(f"--prompts {prompts}: no such file or folder")
         prompts = str(Path(prompts).resolve())
-    extra = {NIGHTLY.name: {"options": nightly_options(prompts, limit)}}
+    extra = {NIGHTLY.name: {"options": nightly_options(prompts, limit)},
+             WEEKLY.name: weekly_parameters(effective.db, prompts)}
     scheduled = scheduling.start({**given, "db": str(effective.db.resolve())}, pool=pool, port=port,
                                  worker=worker, extra=extra, log_dir=effective.cache_dir / "prefect", log=echo)
     echo(f"Prefect UI: {scheduled.ui_url}  (API {scheduled.api_url})")
