@@ -112,7 +112,7 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def scenario(rate: float, base_rows: int, seconds: float, max_busy: float, work: Path) -> dict:
+def scenario(rate: float, base_rows: int, seconds: float, max_busy: float, work: Path, writers: int = 2) -> dict:
     db = work / f"bench-{int(rate)}-{base_rows}-{max_busy}.duckdb"
     for path in (db, Path(f"{db}.wal")):
         path.unlink(missing_ok=True)
@@ -125,10 +125,11 @@ def scenario(rate: float, base_rows: int, seconds: float, max_busy: float, work:
     common = ["--db", str(db), "--seconds", str(seconds)]
     procs = [subprocess.Popen(me + ["--role", "writer", "--name", n, "--rate", str(rate), "--max-busy",
                                     str(max_busy)] + common, stdout=subprocess.PIPE, text=True, env=env)
-             for n in ("run-a", "run-b")]
+             for n in [f"run-{chr(97 + k)}" for k in range(writers)]]
     procs.append(subprocess.Popen(me + ["--role", "reader"] + common, stdout=subprocess.PIPE, text=True, env=env))
     results = [json.loads(p.communicate(timeout=seconds + 300)[0]) for p in procs]
-    writers, read = results[:2], results[2]
+    read = results.pop()
+    writers = results
     from rlaif.store import Store
 
     counts = {r["run_id"]: r["n"] for r in Store(db).fetch("SELECT run_id, count(*) AS n FROM generations "
@@ -136,7 +137,7 @@ def scenario(rate: float, base_rows: int, seconds: float, max_busy: float, work:
     flushes = [f for w in writers for f in w["flushes"]]
     wall = max(w["wall_s"] for w in writers)
     return {
-        "rate_per_writer": rate, "base_rows": base_rows, "seconds": seconds, "max_busy": max_busy,
+        "writers": len(writers), "rate_per_writer": rate, "base_rows": base_rows, "seconds": seconds, "max_busy": max_busy,
         "rows_added": {w["name"]: w["added"] for w in writers}, "rows_stored": counts,
         "flush_log": [[round(f["s"], 3), round(f["staleness_s"], 2), f["rows"]] for f in writers[0]["flushes"]],
         "every_row_once": all(counts.get(w["name"]) == w["added"] for w in writers),
@@ -174,6 +175,7 @@ def main() -> int:
     parser.add_argument("--base-rows", type=int)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--max-busy", type=float)
+    parser.add_argument("--writers", type=int, default=2, help="writer processes (with --rate)")
     parser.add_argument("--reader-pause-s", type=float, default=0.1)
     parser.add_argument("--out-json", type=Path)
     args = parser.parse_args()
@@ -185,12 +187,12 @@ def main() -> int:
         return 0
     todo = SCENARIOS
     if args.rate is not None:
-        todo = [(args.rate, args.base_rows or 10_000, args.max_busy or 0.2)]
+        todo = [(args.rate, args.base_rows or 10_000, args.max_busy or 0.2, args.writers)]
     print(f"load before: {os.getloadavg()}", flush=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="rlaif-concurrent-") as tmp:
-        for rate, base, busy in todo:
-            result = scenario(rate, base, args.seconds, busy, Path(tmp))
+        for rate, base, busy, *count in todo:
+            result = scenario(rate, base, args.seconds, busy, Path(tmp), *count)
             results.append(result)
             print(json.dumps({k: v for k, v in result.items() if k not in ("rows_added", "rows_stored", "flush_log")}),
                   flush=True)
