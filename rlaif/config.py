@@ -121,6 +121,14 @@ class Settings(BaseSettings, EngineSettings):
         "auto", description="dtype of vLLM (`rlaif serve`, engine vllm): auto | bfloat16 | float32; auto: bfloat16 "
         "on CPUs with avx512_bf16, else float32; the model's own on GPU. Seeds are batch-independent in float32 only"
     )
+    # Runs share one database by taking turns at the file (docs/storage.md); these say what a run does when
+    # another process holds it past a normal turn (a long query, a notebook's open connection).
+    lock_wait_s: float = Field(
+        30.0, gt=0, le=86400, description="longest wait for a database another process holds, in seconds"
+    )
+    on_locked: Literal["wait", "fail"] = Field(
+        "wait", description="database held past a normal turn (5 s): wait (up to lock_wait_s) | fail then"
+    )
     flags: FlagSettings = Field(default_factory=FlagSettings, description="data-quality flag thresholds")
     # Only the values a role sets itself; `policy` / `feedback` below fill the rest from the flat settings.
     roles: dict[Role, dict[str, Any]] = Field(default_factory=dict, description="per-role engine overrides")

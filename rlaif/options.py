@@ -28,7 +28,9 @@ ContextMode = Literal["transcript", "fresh"]
 # whether to add the judge's comparisons (which are keyed by their own pair, not by the chain). A rerun that
 # changes only these resumes the earlier run. `prompts` and `constitution` enter the hash as what they resolve
 # to (the source's identity, the constitution's content version), not as the text the user typed.
-OUTPUT_NEUTRAL = frozenset({"limit", "skip_bad_rows", "judge", "prompts", "constitution"})
+# A shard (`--shard i/n`) only picks which prompts this worker takes; each prompt's rows are the same in any shard,
+# which is what lets `rlaif shards merge` give the rows of one single run.
+OUTPUT_NEUTRAL = frozenset({"limit", "skip_bad_rows", "judge", "prompts", "constitution", "shard"})
 
 
 class RunOptions(BaseModel):
@@ -49,6 +51,10 @@ class RunOptions(BaseModel):
     no_revise: bool = Field(False, description="keep every answer unrevised: the whole source is helpfulness data")
     skip_bad_rows: bool = Field(False, description="record bad rows with their reason and go on, instead of stopping")
     limit: int | None = Field(None, ge=1, le=100_000_000, description="use only the first N distinct prompts")
+    shard: str | None = Field(
+        None, description="I/N: take only shard I of N (a prompt-hash range), for N workers on N machines, each "
+                          "writing its own database; then `rlaif shards merge`",
+    )
     # -- how to generate
     constitution: str = Field("harmless", min_length=1, description="shipped constitution name or YAML path")
     rounds: int = Field(1, ge=1, le=16, description="critique/revision rounds per prompt, a principle drawn per round")
@@ -73,6 +79,10 @@ class RunOptions(BaseModel):
             raise ValueError("give --helpful-column or --no-revise, not both (--no-revise marks every prompt)")
         if self.no_revise and self.judge:
             raise ValueError("--judge compares answers with their revisions, and --no-revise makes none")
+        if self.shard is not None:
+            from rlaif.shards import parse_shard
+
+            parse_shard(self.shard)  # a ConfigError names the problem in one line
         return self
 
     @classmethod

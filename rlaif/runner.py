@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable
 
 from rlaif.pipeline import RunSummary, run_chains
 from rlaif.progress import prompt_progress
+from rlaif.shards import parse_shard, shard_filter
 
 if TYPE_CHECKING:
     from rlaif.config import Settings
@@ -58,14 +59,17 @@ def prepare(settings: "Settings", options: "RunOptions") -> Plan:
     patterns = load_refusal_patterns(settings.flags.refusal_patterns)
     check = check_prompts(options.prompts, db=settings.db, limit=options.limit, **_source_args(options))
     bad = check.bad_rows if isinstance(check.bad_rows, int) else len(check.bad_rows)
-    return Plan(options, constitution, source_identity(options.prompts), check.count, bad, patterns)
+    total = check.count
+    if options.shard:  # the progress bar's total: the shard's expected share (a hash range is 1/n of the ids)
+        total = -(-total // parse_shard(options.shard)[1])
+    return Plan(options, constitution, source_identity(options.prompts), total, bad, patterns)
 
 
 def open_store(settings: "Settings") -> "Store":
     """The project database, migrated to the current schema."""
     from rlaif.store import Store
 
-    store = Store(settings.db)
+    store = Store.from_settings(settings)  # the lock policy: lock_wait_s, on_locked
     store.migrate()
     return store
 
@@ -107,6 +111,8 @@ def run_sft(
     roles = (settings.policy, settings.feedback)
     window = max(max(2 * r.concurrency, 2 * r.batch_size) for r in roles)
     source = read_prompts(options.prompts, db=settings.db, **_source_args(options))
+    if options.shard:
+        source = shard_filter(source, parse_shard(options.shard))
 
     async def go(advance: Callable[[RunSummary], None]) -> RunSummary:
         try:

@@ -18,10 +18,12 @@ from __future__ import annotations
 import os
 import random
 import re
+import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -35,6 +37,10 @@ from rlaif.resources import data_dir
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from rlaif.config import Settings
+
+OnLocked = Literal["wait", "fail"]
+
 _MIGRATION_RE = re.compile(r"^(\d{3})_([A-Za-z0-9_]+)\.sql$")
 _MIGRATIONS_DDL = """CREATE TABLE IF NOT EXISTS schema_migrations (
     version    INTEGER PRIMARY KEY,
@@ -43,6 +49,10 @@ _MIGRATIONS_DDL = """CREATE TABLE IF NOT EXISTS schema_migrations (
 )"""
 _FRAME = "_rlaif_frame"  # name under which an Arrow frame is registered for one statement
 _BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.01, 0.25  # lock retries: start fast, never sleep long (readers get in)
+# The longest normal turn at the file (flushes: 35-200 ms at a light load; the longest wait for a turn with two
+# writers and a reader at a load of 15 on 2 cores: 4.5 s). Held longer, the file is "held": a run says so, then
+# waits (on_locked=wait) or stops (on_locked=fail). docs/storage.md, "Two runs at once".
+TURN_S = 5.0
 # Columns of `runs` that change after a run starts; the rest is fixed at the first insert.
 _RUN_UPDATES = {
     "status": "excluded.status",
@@ -68,13 +78,26 @@ def _is_lock_conflict(exc: duckdb.Error) -> bool:
     return "Could not set lock" in text or "different configuration" in text
 
 
-def _lock_message(path: Path, exc: duckdb.Error, waited_s: float) -> str:
+def _holder(exc: duckdb.Error) -> str:
     pid = re.search(r"PID (\d+)", str(exc))
-    holder = f"another process (pid {pid.group(1)})" if pid else "another connection in this process"
-    return (
-        f"database {path} is locked by {holder} for over {waited_s:g}s; "
-        "wait for it to finish or stop it, then retry"
-    )
+    return f"another process (pid {pid.group(1)})" if pid else "another connection in this process"
+
+
+def _lock_message(path: Path, exc: duckdb.Error, waited_s: float, on_locked: OnLocked = "wait") -> str:
+    advice = ("on_locked=fail, so this stops here (on_locked=wait waits up to lock_wait_s)" if on_locked == "fail"
+              else "wait for it to finish or stop it, then retry")
+    return f"database {path} is locked by {_holder(exc)} for over {waited_s:g}s; {advice}"
+
+
+@dataclass
+class LockStats:
+    """How opens of one ``Store`` fared against other holders of the file (benchmarks and run summaries)."""
+
+    opens: int = 0
+    waited: int = 0  # opens that found the file held at least once
+    wait_s: float = 0.0  # time spent waiting, all opens together
+    max_wait_s: float = 0.0
+    held_s: float = 0.0  # time this Store held the file open, all connections together
 
 
 def _quote(name: str) -> str:
@@ -82,43 +105,91 @@ def _quote(name: str) -> str:
 
 
 class Store:
-    """One DuckDB file. Holds no connection: every method opens one, uses it briefly and closes it."""
+    """One DuckDB file. Holds no connection: every method opens one, uses it briefly and closes it.
 
-    def __init__(self, path: str | Path, *, lock_timeout_s: float = 30.0):
+    Other processes take turns at the file (docs/storage.md): an open that finds it held retries with bounded,
+    jittered backoff. Held past ``turn_s``, the file is "held", not merely busy: with ``on_locked="wait"`` one
+    line goes to ``notice`` (stderr by default) and the open keeps trying until ``lock_timeout_s``; with
+    ``on_locked="fail"`` it gives up then. Either way the give-up is a one-line ``StoreError``.
+    """
+
+    def __init__(self, path: str | Path, *, lock_timeout_s: float = 30.0, on_locked: OnLocked = "wait",
+                 notice: Callable[[str], None] | None = None, turn_s: float = TURN_S):
+        if on_locked not in ("wait", "fail"):
+            raise ConfigError(f"on_locked must be wait or fail, got {on_locked!r}")
         self.path = Path(path)
-        self.lock_timeout_s = lock_timeout_s
+        self.lock_timeout_s, self.turn_s = lock_timeout_s, turn_s
+        self.on_locked: OnLocked = on_locked
+        self.notice = notice or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.stats = LockStats()
+        self._stats_lock = threading.Lock()
+        self._local = threading.local()  # the last hold time of each thread (the Writer paces itself by it)
         self._schemas: dict[str, pa.Schema] = {}  # table -> Arrow schema, so empty lists/all-None infer right
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Store:
+        """The project database of ``settings``, with its lock policy (``lock_wait_s``, ``on_locked``)."""
+        return cls(settings.db, lock_timeout_s=settings.lock_wait_s, on_locked=settings.on_locked)
+
+    @property
+    def last_hold_s(self) -> float:
+        """How long the calling thread's last connection held the file (open to close), in seconds."""
+        return getattr(self._local, "held_s", 0.0)
 
     @contextmanager
     def connect(
         self, *, read_only: bool = False, config: dict[str, Any] | None = None
     ) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Open the file (waiting out other holders up to ``lock_timeout_s``), yield the connection, close it."""
+        """Open the file (waiting out other holders per the lock policy), yield the connection, close it."""
         con = self._open(read_only, config or {})
+        opened = time.monotonic()
         try:
             yield con
         finally:
             con.close()
+            held = time.monotonic() - opened
+            self._local.held_s = held
+            with self._stats_lock:
+                self.stats.held_s += held
 
     def _open(self, read_only: bool, config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
         if read_only and not self.path.is_file():
             raise StoreError(f"no database at {self.path}; run `rlaif demo` or a flow first")
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        bound = self.lock_timeout_s if self.on_locked == "wait" else min(self.lock_timeout_s, self.turn_s)
         start = time.monotonic()
         delay = _BACKOFF_FIRST_S
-        while True:  # bounded by lock_timeout_s; each sleep is at least half of _BACKOFF_FIRST_S
+        conflicted = noticed = False
+        while True:  # bounded by `bound`; each sleep is at least half of _BACKOFF_FIRST_S
             try:
-                return duckdb.connect(str(self.path), read_only=read_only, config=config)
+                con = duckdb.connect(str(self.path), read_only=read_only, config=config)
             except duckdb.Error as exc:
                 if not _is_lock_conflict(exc):
                     raise StoreError(f"cannot open database {self.path}: {error_line(exc)}") from None
-                left = self.lock_timeout_s - (time.monotonic() - start)
-                if left <= 0:
-                    raise StoreError(_lock_message(self.path, exc, self.lock_timeout_s)) from None
+                conflicted = True
+                waited = time.monotonic() - start
+                if waited >= bound:
+                    self._count_open(waited, conflicted)
+                    raise StoreError(_lock_message(self.path, exc, bound, self.on_locked)) from None
+                if waited >= self.turn_s and not noticed:  # once per open: held past a normal turn
+                    noticed = True
+                    self.notice(f"rlaif: database {self.path} is held by {_holder(exc)}; waiting up to "
+                                f"{bound:g}s in all for it (on_locked=wait)")
                 # Jitter keeps a reader from landing on every periodic flush of a writer.
-                time.sleep(min(left, delay * random.uniform(0.5, 1.0)))
+                time.sleep(min(bound - waited, delay * random.uniform(0.5, 1.0)))
                 delay = min(delay * 2, _BACKOFF_MAX_S)
+            else:
+                self._count_open(time.monotonic() - start, conflicted)
+                return con
+
+    def _count_open(self, waited_s: float, conflicted: bool) -> None:
+        with self._stats_lock:
+            self.stats.opens += 1
+            if conflicted:
+                self.stats.waited += 1
+                self.stats.wait_s += waited_s
+                self.stats.max_wait_s = max(self.stats.max_wait_s, waited_s)
 
     # -- schema -------------------------------------------------------------------------------------------
 
@@ -289,10 +360,19 @@ class Writer:
     A failed flush (e.g. the lock timeout) never drops rows: they go back into the buffer. A synchronous flush
     raises; a background one keeps the error, the next due flush tries again, and ``flush()``/``close()`` raise
     if the rows still cannot be written.
+
+    Flushes are paced so that readers and other writers get turns: after a flush that held the file ``h``
+    seconds, the next due flush waits ``min(h * (1 / max_busy - 1), max_age_s)`` and takes everything buffered
+    meanwhile. Cheap flushes keep this writer under ``max_busy`` of the time; a long one pauses at most
+    ``max_age_s``, so the writer is never held below its own row rate (docs/storage.md, "Two runs at once").
+    ``flush()`` and ``close()`` are not paced.
     """
 
-    def __init__(self, store: Store, *, max_rows: int = 256, max_age_s: float = 1.0, background: bool = False):
-        self.store, self.max_rows, self.max_age_s = store, max_rows, max_age_s
+    def __init__(self, store: Store, *, max_rows: int = 256, max_age_s: float = 1.0, background: bool = False,
+                 max_busy: float = 0.2):
+        if not 0 < max_busy <= 1:
+            raise ValueError(f"max_busy must be in (0, 1], got {max_busy}")
+        self.store, self.max_rows, self.max_age_s, self.max_busy = store, max_rows, max_age_s, max_busy
         self._lock = threading.Lock()  # guards the buffer; never held while writing
         self._writing = threading.Lock()  # one flush at a time
         self._buffer: dict[str, list[dict]] = {}
@@ -300,8 +380,11 @@ class Writer:
         self._in_flight = 0  # rows taken by a flush that has not committed yet
         self._first_at: float | None = None
         self._closed = False
+        self._not_before = 0.0  # monotonic time before which no due flush starts (pacing)
+        self.flushes = 0  # flushes that stored rows
         self.background_error: BaseException | None = None
         self._wake = threading.Event()
+        self._closing = threading.Event()  # cuts a pacing pause short when close() is called
         self._thread: threading.Thread | None = None
         if background:
             self._thread = threading.Thread(target=self._background, name="rlaif-writer", daemon=True)
@@ -321,12 +404,13 @@ class Writer:
             self._count += 1
             if self._first_at is None:
                 self._first_at = time.monotonic()
-            due = self._count >= self.max_rows or time.monotonic() - self._first_at >= self.max_age_s
+            now = time.monotonic()
+            due = self._count >= self.max_rows or now - self._first_at >= self.max_age_s
         if not due:
             return
         if self._thread is not None:
-            self._wake.set()
-        else:
+            self._wake.set()  # the writer thread waits out the pacing pause itself
+        elif now >= self._not_before:
             self.flush()
 
     def flush(self) -> dict[str, int]:
@@ -344,6 +428,7 @@ class Writer:
         with self._lock:
             self._closed = True
         if self._thread is not None:
+            self._closing.set()
             self._wake.set()
             self._thread.join()
         self.flush()
@@ -365,8 +450,11 @@ class Writer:
                 self._buffer, self._count, self._in_flight = batch, self._count + taken, 0
                 self._first_at = time.monotonic()  # retry when the next flush is due, not on every add
             raise
+        gap = min(self.store.last_hold_s * (1 / self.max_busy - 1), self.max_age_s)
         with self._lock:
             self._in_flight = 0
+            self.flushes += 1
+            self._not_before = time.monotonic() + gap
         return counts
 
     def _background(self) -> None:
@@ -377,6 +465,9 @@ class Writer:
                 closed = self._closed
             if closed:
                 return  # close() flushes the rest on its own thread, where an error can be raised
+            pause = self._not_before - time.monotonic()
+            if pause > 0 and self._closing.wait(pause):
+                return
             with self._writing:
                 try:
                     self._write_buffer()

@@ -12,6 +12,7 @@ from rlaif.cli import judge  # noqa: F401
 from rlaif.cli import prompts  # noqa: F401
 from rlaif.cli import rl  # noqa: F401
 from rlaif.cli import train  # noqa: F401
+from rlaif.cli import runs, schedule, shards  # noqa: F401
 from rlaif.cli._app import app, main
 
 __all__ = ["app", "main"]

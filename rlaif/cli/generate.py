@@ -31,6 +31,7 @@ def generate_sft(
     constitution: Optional[str] = typer.Option(None, help=option_help("constitution")),
     rounds: Optional[int] = typer.Option(None, help=option_help("rounds")),
     limit: Optional[int] = typer.Option(None, help=option_help("limit")),
+    shard: Optional[str] = typer.Option(None, help=option_help("shard")),
     context: Optional[str] = typer.Option(None, help=option_help("context")),
     seed: Optional[int] = typer.Option(None, help=option_help("seed")),
     max_tokens: Optional[int] = typer.Option(None, help=option_help("max_tokens")),
@@ -48,8 +49,8 @@ def generate_sft(
 
     options = RunOptions.parse(
         prompts=prompts, prompt_column=prompt_column, helpful_column=helpful_column, no_revise=no_revise,
-        skip_bad_rows=skip_bad_rows, constitution=constitution, rounds=rounds, limit=limit, context=context,
-        seed=seed, max_tokens=max_tokens, temperature=temperature, top_p=top_p, judge=judge)
+        skip_bad_rows=skip_bad_rows, constitution=constitution, rounds=rounds, limit=limit, shard=shard,
+        context=context, seed=seed, max_tokens=max_tokens, temperature=temperature, top_p=top_p, judge=judge)
     summary = execute(options, kind="sft", prefect=prefect, progress=progress)
     echo(summary_text(summary))
     fail_if_partial(summary)

@@ -9,7 +9,8 @@ start many ``chat()`` tasks; an ``asyncio.Semaphore`` held only while a request 
 Every try is ours and counted: the OpenAI client's own retries are off (``max_retries=0``), and this engine
 retries 429, 5xx, timeouts and dropped connections with capped exponential backoff and jitter, recording one
 ``Attempt`` per try. A request that still fails comes back as a result with ``error`` set; it never raises.
-Several base URLs are replicas: each request goes to the one with the fewest requests in flight.
+Several base URLs are replicas: each request goes to the one where it should finish soonest, by requests in
+flight and measured latency (``rlaif/engines/replicas.py``).
 
 ``choose`` reads the judge's answer from log-probs of the raw prompt's continuation (Bai et al. 2022,
 arXiv 2212.08073, section 4.1; Lee et al. 2023, arXiv 2309.00267, section 2.1), through ``/v1/completions``
@@ -26,12 +27,13 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from rlaif.engines.base import ERROR_CHARS, Attempt, ChatRequest, ChoiceRequest, ChoiceResult, Completion, one_line
 from rlaif.engines.openai_endpoint import wait_for_models
 from rlaif.engines.openai_scoring import ScoringMixin
+from rlaif.engines.replicas import Replica as _Replica
+from rlaif.engines.replicas import pick as _pick
 from rlaif.errors import EngineError
 
 if TYPE_CHECKING:
@@ -57,13 +59,6 @@ class _BadResponse(Exception):
     """The server answered 200 with something we cannot read; retrying would get the same."""
 
 
-@dataclass
-class _Replica:
-    url: str
-    client: Any  # openai.AsyncOpenAI
-    in_flight: int = 0
-
-
 class _LoopState:
     """Clients and the in-flight window of one event loop.
 
@@ -78,11 +73,9 @@ class _LoopState:
         self._turn = 0
 
     def pick(self) -> _Replica:
-        """The replica with the fewest requests in flight; ties go round-robin so idle replicas share evenly."""
-        fewest = min(r.in_flight for r in self.replicas)
-        n = len(self.replicas)
-        index = next(i for i in ((self._turn + k) % n for k in range(n)) if self.replicas[i].in_flight == fewest)
-        self._turn = (index + 1) % n
+        """The replica where a request should finish soonest (``replicas.pick``); ties go round-robin."""
+        index = _pick(self.replicas, self._turn)
+        self._turn = (index + 1) % len(self.replicas)
         return self.replicas[index]
 
 
@@ -408,10 +401,14 @@ class OpenAIEngine(ScoringMixin):
             except Exception as exc:
                 failure = _classify(exc, self.timeout_s)
                 attempt = Attempt(number, "failed", time.monotonic() - clock, started, error=failure.message)
+                if failure.retryable:  # the server's fault (down, overloaded), not the request's
+                    replica.observe(attempt.latency_s, failed=True)
                 return False, failure, attempt
             finally:
                 replica.in_flight -= 1
-        return True, value, Attempt(number, "ok", time.monotonic() - clock, started)
+        latency = time.monotonic() - clock
+        replica.observe(latency)
+        return True, value, Attempt(number, "ok", latency, started)
 
     def _backoff_s(self, retry: int, retry_after_s: float | None) -> float:
         """Capped exponential backoff with "equal jitter" (half fixed, half random), spreading retry storms.
