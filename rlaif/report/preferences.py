@@ -79,11 +79,15 @@ def position(con: "Con", run_id: str | None) -> Section:
     """Position consistency and the first-slot rate, over comparisons judged in both orders."""
     key, title = "pref-position", "Position consistency and first-slot rate"
     s = one(con, f"""
-        SELECT count(*) AS n, count(*) FILTER (consistent) AS consistent,
-               count(*) FILTER (p_a_ab > 0.5) + count(*) FILTER (p_a_ba < 0.5) AS first_slot,
-               count(*) FILTER (p_a_ab <> 0.5) + count(*) FILTER (p_a_ba <> 0.5) AS decisive,
+        WITH c AS (
+            SELECT p_a_ab, p_a_ba, sign(p_a_ab - 0.5) * (abs(p_a_ab - 0.5) > {TIE})::INT AS ab,
+                   sign(p_a_ba - 0.5) * (abs(p_a_ba - 0.5) > {TIE})::INT AS ba  -- +1 a preferred, 0 neither
+            FROM comparisons WHERE {in_run()} AND p_a_ab IS NOT NULL AND p_a_ba IS NOT NULL)
+        SELECT count(*) AS n, count(*) FILTER (ab <> 0 AND ab = ba) AS consistent,
+               count(*) FILTER (ab = 1) + count(*) FILTER (ba = -1) AS first_slot,
+               count(*) FILTER (ab <> 0) + count(*) FILTER (ba <> 0) AS decisive,
                avg(abs(p_a_ab - p_a_ba)) AS gap
-        FROM comparisons WHERE {in_run()} AND p_a_ab IS NOT NULL AND p_a_ba IS NOT NULL""", run_id)
+        FROM c""", run_id)
     if not s["n"]:
         return Section.nodata(key, title, f"No comparisons judged in both orders in {scope(run_id)}.")
     points = rows(con, f"""
@@ -93,8 +97,8 @@ def position(con: "Con", run_id: str | None) -> Section:
     shown = f" ({len(points):,} of {s['n']:,} shown)" if s["n"] > len(points) else ""
     return Section(key, title, [
         Note("Consistent: both orders prefer the same answer. First slot: the answer shown as (A) is preferred, "
-             "counted over both orders of every comparison (exact 0.5 readings left out). Intervals are "
-             "Wilson 95%."),
+             "counted over both orders of every comparison. A reading within 1e-9 of 0.5 prefers neither answer "
+             "and is left out of both. Intervals are Wilson 95%."),
         Stat("comparisons", "comparisons, both orders", s["n"]),
         Stat("position_consistency", "position consistency", ratio(s["consistent"], s["n"]), "{:.3f}",
              wilson(s["consistent"], s["n"])),
