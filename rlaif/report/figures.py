@@ -63,3 +63,37 @@ def counts_axis(axis) -> None:
     from matplotlib.ticker import MaxNLocator
 
     axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def small_multiples(fig, panels: dict[str, dict[str, tuple[list[float], list[float]]]], *, xlabel: str,
+                    columns: int = 3) -> None:
+    """One small panel per metric (title -> {series name -> (xs, ys)}): training curves over steps.
+
+    A series keeps its colour in every panel (a run is the same colour everywhere); the legend is drawn once.
+    """
+    from matplotlib.lines import Line2D
+
+    names = sorted({s for series in panels.values() for s in series})
+    colour = {s: COLOURS[i % len(COLOURS)] for i, s in enumerate(names)}
+    rows = -(-len(panels) // columns)
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax, (title, series) in zip(axes, panels.items(), strict=False):
+        for name, (xs, ys) in series.items():
+            ax.plot(xs, ys, color=colour[name], linewidth=1.2)
+        ax.set_title(title)
+    for ax in axes[len(panels):]:
+        ax.set_axis_off()
+    fig.supxlabel(xlabel, fontsize=9)
+    if len(names) > 1:
+        handles = [Line2D([], [], color=colour[n]) for n in names]
+        fig.legend(handles, names, loc="outside upper center", ncols=min(len(names), 4))
+
+
+def reliability(ax, bins: list[tuple[float, float, int]]) -> None:
+    """A calibration curve: per bin (mean predicted probability, observed frequency, count), against y = x."""
+    ax.plot([0, 1], [0, 1], color="#bbb", linestyle="--", linewidth=0.8)
+    ax.plot([b[0] for b in bins], [b[1] for b in bins], marker="o", color=COLOURS[0])
+    for x, y, n in bins:
+        ax.annotate(f"{n:,}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7, color="#666")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted probability", ylabel="observed frequency")
+    ax.set_aspect("equal")
