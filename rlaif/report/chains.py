@@ -132,12 +132,19 @@ def _chain_blocks(con: "Con", chain: dict) -> list[Texts]:
     rounds = rows(con, """
         SELECT round, principle_id, original, before, critique, revision, model, constitution_name
         FROM revisions WHERE chain_id = $chain ORDER BY round""", chain=chain["chain_id"])
+    verdict = one(con, """
+        SELECT avg(CASE WHEN source_b = 'revision' THEN 1 - p_a WHEN source_a = 'revision' THEN p_a END) AS p,
+               count(*) AS n
+        FROM comparisons WHERE chain_id = $chain AND p_a IS NOT NULL""", chain=chain["chain_id"])
+    judged = (f" · judge: P(final revision better than the original) = {verdict['p']:.2f}"
+              f" over {verdict['n']} principle{'s' if verdict['n'] != 1 else ''}") if verdict["p"] is not None else ""
     out = []
     for r in rounds:
-        first = r["round"] == 1
+        first, last = r["round"] == 1, r["round"] == len(rounds)
         heading = f"Prompt: {cut(prompt, PROMPT_CHARS)}" if first else f"Round {r['round']}"
         note = (f"round {r['round']} of {chain['rounds']} · principle {r['principle_id']}"
-                + (f" · model {r['model']} · constitution {r['constitution_name']}" if first else ""))
+                + (f" · model {r['model']} · constitution {r['constitution_name']}" if first else "")
+                + (judged if last else ""))
         before = ("original", r["original"]) if first else (f"before (revision {r['round'] - 1})", r["before"])
         out.append(Texts(heading, [(before[0], cut(before[1], TEXT_CHARS)),
                                    (f"critique ({r['principle_id']})", cut(r["critique"], TEXT_CHARS)),
