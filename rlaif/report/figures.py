@@ -89,11 +89,14 @@ def small_multiples(fig, panels: dict[str, dict[str, tuple[list[float], list[flo
         fig.legend(handles, names, loc="outside upper center", ncols=min(len(names), 4))
 
 
-def reliability(ax, bins: list[tuple[float, float, int]]) -> None:
-    """A calibration curve: per bin (mean predicted probability, observed frequency, count), against y = x."""
+def reliability(ax, curves: dict[str, list[tuple[float, float, int]]]) -> None:
+    """Calibration curves: per series, bins of (mean predicted probability, observed frequency, count)."""
     ax.plot([0, 1], [0, 1], color="#bbb", linestyle="--", linewidth=0.8)
-    ax.plot([b[0] for b in bins], [b[1] for b in bins], marker="o", color=COLOURS[0])
-    for x, y, n in bins:
-        ax.annotate(f"{n:,}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7, color="#666")
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted probability", ylabel="observed frequency")
+    for i, (name, bins) in enumerate(curves.items()):
+        colour = COLOURS[i % len(COLOURS)]
+        ax.plot([b[0] for b in bins], [b[1] for b in bins], marker="o", color=colour, label=name)
+        for x, y, n in bins:
+            ax.annotate(f"{n:,}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7, color=colour)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted P(response_a better)", ylabel="observed frequency")
     ax.set_aspect("equal")
+    ax.legend(loc="upper left")
