@@ -40,6 +40,7 @@ GOLDEN = {
         "response_key", "critique_key", "revision_key", "constitution_name", "constitution_version", "model",
         "created_at",
     ],
+    "reward_scores": ["reward_model", "key", "prompt_id", "stage", "reward", "reward_raw", "model_path", "created_at"],
     "row_flags": ["target", "target_id", "flag", "value", "threshold", "detail", "run_id", "created_at"],
     "runs": [
         "run_id", "kind", "status", "params", "constitution_name", "constitution_version", "engine", "model",
@@ -49,6 +50,23 @@ GOLDEN = {
     "sft_dataset": [
         "prompt_id", "prompt", "completion", "messages", "original", "rounds", "chain_id", "run_id",
         "constitution_name", "constitution_version", "model", "split",
+    ],
+    "train_checkpoints": ["run_id", "kind", "step", "path", "bytes", "pruned", "created_at"],
+    "train_metrics": ["run_id", "phase", "step", "name", "value", "created_at"],
+    "train_runs": [
+        "run_id", "kind", "status", "config", "base_model", "dataset", "data_version", "data_rows", "train_rows",
+        "eval_rows", "out_dir", "world_size", "device", "precision", "total_steps", "steps_done", "resumes",
+        "final_path", "started_at", "finished_at", "prefect_flow_run_id", "error",
+    ],
+    "winrate_evals": [
+        "eval_id", "run_id", "policy", "base", "judge_model", "constitution_version", "prompts_source", "split",
+        "prompts", "win_rate", "win_rate_low", "win_rate_high", "lc_win_rate", "lc_win_rate_low", "lc_win_rate_high",
+        "glm_intercept", "glm_length_coef", "length_scale", "wins", "ties", "losses", "mean_len_policy",
+        "mean_len_base", "seed", "params", "created_at",
+    ],
+    "winrate_judgements": [
+        "eval_id", "prompt_id", "principle_id", "policy_output", "base_output", "policy_key", "base_key",
+        "p_policy_ab", "p_policy_ba", "p_policy", "consistent", "len_policy", "len_base", "created_at",
     ],
 }
 
