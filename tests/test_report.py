@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -32,9 +33,12 @@ PAIRS = [
     ("pair5", "honest", 0.9, 0.9, 90, 30),
     ("pair6", "harm", None, None, 10, 10),   # no verdict in either order
 ]
-EMPTY_SECTIONS = {"pref-canaries", "pref-judge-eval", "train-curves", "train-win-rate", "train-overopt"}
+EMPTY_SECTIONS = {"pref-canaries", "pref-judge-eval", "train-overopt"}
 FIGURES = {"gen-throughput", "gen-latency", "gen-flags", "gen-principles", "gen-lengths", "pref-p-chosen",
-           "pref-position", "pref-length"}
+           "pref-position", "pref-length", "train-curves", "train-win-rate"}
+TRAIN_STEPS = 20
+WIN = {"win_rate": 0.62, "win_rate_low": 0.51, "win_rate_high": 0.73, "lc_win_rate": 0.55, "lc_win_rate_low": 0.44,
+       "lc_win_rate_high": 0.66}
 
 
 class Page(HTMLParser):
@@ -142,7 +146,32 @@ def crafted_rows(prompt_ids: list[str]) -> dict[str, list[dict]]:
                   "critique": HOSTILE_CRITIQUE, "revision": "fixed & safe", "constitution_name": "harmless",
                   "constitution_version": "v1", "model": "fake-model", "created_at": now}]
     return {"attempts": attempts, "generations": generations, "row_flags": flags, "comparisons": comparisons,
-            "revisions": revisions}
+            "revisions": revisions, **training_rows()}
+
+
+def training_rows() -> dict[str, list[dict]]:
+    """Two training runs with metrics over steps, and one win-rate evaluation of the second (migration 006)."""
+    now = utcnow()
+    runs = [{"run_id": f"train-{kind}", "kind": kind, "status": "completed", "config": "{}", "base_model": "tiny",
+             "dataset": dataset, "data_version": "v" * 12, "data_rows": 40, "train_rows": 36, "eval_rows": 4,
+             "out_dir": f"/tmp/{kind}", "world_size": 1, "device": "cpu", "precision": "fp32",
+             "total_steps": TRAIN_STEPS, "steps_done": TRAIN_STEPS, "resumes": 0,
+             "started_at": now - timedelta(minutes=minutes)}  # the DPO run is the latest
+            for kind, dataset, minutes in (("sft", "sft_dataset", 10), ("dpo", "preference_dataset", 0))]
+    metrics = [{"run_id": "train-dpo", "phase": "step", "step": step, "name": name, "value": value,
+                "created_at": now}
+               for step in range(1, TRAIN_STEPS + 1)
+               for name, value in (("loss", 0.7 - 0.01 * step), ("reward_accuracy", 0.5 + 0.02 * step),
+                                   ("reward_margin", 0.05 * step), ("lr", 1e-5))]
+    metrics += [{"run_id": "train-sft", "phase": phase, "step": step, "name": "loss", "value": 2.0 / (1 + step),
+                 "created_at": now} for phase in ("step", "eval") for step in range(0, TRAIN_STEPS + 1, 5)]
+    evals = [{"eval_id": "ev1", "run_id": CRAFTED, "policy": "/tmp/dpo/final", "base": "tiny", "judge_model": "judge",
+              "constitution_version": "v1", "split": "eval", "prompts": 5, "wins": 3, "ties": 0, "losses": 2,
+              "created_at": now, **WIN}]
+    judged = [{"eval_id": "ev1", "prompt_id": f"p{i}", "principle_id": "harm", "policy_output": "x" * (10 + i),
+               "base_output": "y" * 10, "p_policy": 0.3 + 0.1 * i, "len_policy": 10 + i, "len_base": 10,
+               "created_at": now} for i in range(5)]
+    return {"train_runs": runs, "train_metrics": metrics, "winrate_evals": evals, "winrate_judgements": judged}
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +211,7 @@ def test_every_section_is_drawn_or_says_in_one_line_why_not(report):
     assert set(page.figures) == FIGURES
     for key in sorted(FIGURES):
         assert page.figures[key].startswith("data:image/png;base64,") and len(page.figures[key]) > 2000
-    assert "migration 006 (issue #10)" in page.sections["train-curves"]["text"]
+    assert "migration 007 (issue #11)" in page.sections["train-overopt"]["text"]
     assert "migration 005 (issue #9)" in page.sections["pref-judge-eval"]["text"]
 
 
@@ -229,6 +258,18 @@ def test_preference_numbers_match_sql(db, report):
     assert (page.stat("judged_pairs"), page.stat("ties"), page.stat("unjudged_pairs")) == (4 + 5, 4 + 1, 1)
 
 
+def test_training_numbers_match_sql(db, report):
+    _, page = report
+    assert page.stat("train_runs") == sql(db, "SELECT count(*) FROM train_runs")[0][0] == 2
+    ((last_loss,),) = sql(db, "SELECT value FROM train_metrics WHERE run_id = 'train-dpo' AND name = 'loss' "
+                              "AND phase = 'step' ORDER BY step DESC LIMIT 1")
+    assert page.stat("final_loss") == pytest.approx(last_loss) == pytest.approx(0.5)
+    assert page.stat("final_reward_accuracy") == pytest.approx(0.9)
+    assert "/tmp/dpo/final" in page.table("win-rates")
+    assert page.stat("win_rate") == WIN["win_rate"] and page.stat("lc_win_rate") == WIN["lc_win_rate"]
+    assert "[0.510, 0.730]" in page.sections["train-win-rate"]["text"]
+
+
 def test_a_run_report_covers_that_run_only(db, tmp_path):
     run_id = demo_run(db)
     page = Page(write_report(db, tmp_path / "run.html", run_id=run_id).read_text(encoding="utf-8"))
@@ -238,8 +279,16 @@ def test_a_run_report_covers_that_run_only(db, tmp_path):
     assert "all ok" in page.sections["gen-failures"]["text"]
     assert "No data-quality flags in run" in page.sections["gen-flags"]["text"]
     assert "4 judged pairs, 4 of them ties" in page.sections["pref-p-chosen"]["text"]
+    assert page.sections["train-runs"]["text"].endswith(f"No training runs in run {run_id}.")
     # the fake judge puts 0.75 on the letter A whatever it shows: always the first slot, never consistent
     assert (page.stat("first_slot_rate"), page.stat("position_consistency")) == (1.0, 0.0)
+
+
+def test_a_training_run_report_covers_that_training_run(db, tmp_path):
+    page = Page(write_report(db, tmp_path / "train.html", run_id="train-sft").read_text(encoding="utf-8"))
+    assert page.stat("train_runs") == 1 and page.table("train-runs").keys() == {"train-sft"}
+    assert page.stat("final_loss") == pytest.approx(2.0 / 21)
+    assert "No generations in run train-sft." in page.sections["gen-throughput"]["text"]
 
 
 def test_text_from_the_database_is_escaped(report):
@@ -264,7 +313,7 @@ def test_an_empty_database_says_so_in_every_section(tmp_path):
     db = tmp_path / "empty.duckdb"
     Store(db).migrate()
     page = Page(write_report(db, tmp_path / "empty.html").read_text(encoding="utf-8"))
-    assert len(page.sections) == 17
+    assert len(page.sections) == 18
     for key, section in page.sections.items():
         assert section["status"] == "empty", key
         lines = section["text"].strip().splitlines()

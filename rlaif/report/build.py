@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from rlaif.report import chains, generation, overview, preferences, training
-from rlaif.report.data import migrations, rows
+from rlaif.report.data import migrations, rows, tables
 from rlaif.report.model import Group, Section
 
 if TYPE_CHECKING:
@@ -36,7 +36,8 @@ def build_groups(con: "duckdb.DuckDBPyConnection", run_id: str | None = None) ->
 def _check_run(con: "duckdb.DuckDBPyConnection", db: Path, run_id: str) -> None:
     from rlaif.errors import ConfigError
 
-    if rows(con, "SELECT 1 FROM runs WHERE run_id = $run", run_id):
+    kinds = [t for t in ("runs", "train_runs") if t in tables(con)]  # generation and evaluation runs, training runs
+    if any(rows(con, f"SELECT 1 FROM {t} WHERE run_id = $run", run_id) for t in kinds):
         return
     latest = [r["run_id"] for r in rows(con, "SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 3")]
     hint = f"the latest: {', '.join(latest)}" if latest else "it has no runs yet"

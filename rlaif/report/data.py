@@ -8,6 +8,7 @@ single run.
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ def rows(con: "duckdb.DuckDBPyConnection", sql: str, run_id: str | None = None, 
     """Run one query; rows as dicts. ``$run`` and the named ``params`` are bound only where the SQL uses them
     (DuckDB refuses parameters that a statement does not name)."""
     given = {"run": run_id, **params}
-    bound = {k: v for k, v in given.items() if f"${k}" in sql}
+    bound = {k: v for k, v in given.items() if re.search(rf"\${k}\b", sql)}  # $run is not $runs
     cur = con.execute(sql, bound) if bound else con.execute(sql)
     names = [d[0] for d in cur.description or ()]
     return [dict(zip(names, values, strict=True)) for values in cur.fetchall()]

@@ -65,30 +65,6 @@ def counts_axis(axis) -> None:
     axis.set_major_locator(MaxNLocator(integer=True))
 
 
-def small_multiples(fig, panels: dict[str, dict[str, tuple[list[float], list[float]]]], *, xlabel: str,
-                    columns: int = 3) -> None:
-    """One small panel per metric (title -> {series name -> (xs, ys)}): training curves over steps.
-
-    A series keeps its colour in every panel (a run is the same colour everywhere); the legend is drawn once.
-    """
-    from matplotlib.lines import Line2D
-
-    names = sorted({s for series in panels.values() for s in series})
-    colour = {s: COLOURS[i % len(COLOURS)] for i, s in enumerate(names)}
-    rows = -(-len(panels) // columns)
-    axes = fig.subplots(rows, columns, squeeze=False).ravel()
-    for ax, (title, series) in zip(axes, panels.items(), strict=False):
-        for name, (xs, ys) in series.items():
-            ax.plot(xs, ys, color=colour[name], linewidth=1.2)
-        ax.set_title(title)
-    for ax in axes[len(panels):]:
-        ax.set_axis_off()
-    fig.supxlabel(xlabel, fontsize=9)
-    if len(names) > 1:
-        handles = [Line2D([], [], color=colour[n]) for n in names]
-        fig.legend(handles, names, loc="outside upper center", ncols=min(len(names), 4))
-
-
 def reliability(ax, curves: dict[str, list[tuple[float, float, int]]]) -> None:
     """Calibration curves: per series, bins of (mean predicted probability, observed frequency, count)."""
     ax.plot([0, 1], [0, 1], color="#bbb", linestyle="--", linewidth=0.8)
