@@ -32,7 +32,7 @@ def p_chosen(con: "Con", run_id: str | None) -> Section:
     """The judge's soft labels over the dataset's pairs: how sure it was of the answer it chose."""
     key, title = "pref-p-chosen", "p_chosen"
     summary = one(con, f"""
-        SELECT count(*) AS n, avg(p_chosen) AS mean, median(p_chosen) AS median, median(margin) AS margin,
+        SELECT count(*) AS n, count(p_chosen) AS with_p, avg(p_chosen) AS mean, median(margin) AS margin,
                count(*) FILTER (consistent) AS consistent
         FROM preference_dataset WHERE {in_run()}""", run_id)
     if not summary["n"]:
@@ -41,17 +41,19 @@ def p_chosen(con: "Con", run_id: str | None) -> Section:
         return Section.nodata(key, title, f"No pairs in preference_dataset for {scope(run_id)}{why}.")
     hist = rows(con, f"""
         SELECT least(floor((p_chosen - 0.5) * 2 * {P_BINS}), {P_BINS} - 1)::INT AS bin, count(*) AS n
-        FROM preference_dataset WHERE {in_run()} GROUP BY bin ORDER BY bin""", run_id)
+        FROM preference_dataset WHERE {in_run()} AND p_chosen IS NOT NULL GROUP BY bin ORDER BY bin""", run_id)
     counts = [0] * P_BINS
     for h in hist:
         counts[h["bin"]] = h["n"]
+    votes = summary["n"] - summary["with_p"]  # engines without log-probs give votes, not probabilities
     return Section(key, title, [
         Stat("pairs", "pairs in preference_dataset", summary["n"]),
+        *([Stat("pairs_by_vote", "pairs decided by votes (no p_chosen)", votes)] if votes else []),
         Stat("mean_p_chosen", "mean p_chosen", summary["mean"], "{:.3f}"),
         Stat("median_margin", "median margin |2p - 1|", summary["margin"], "{:.3f}"),
         Stat("consistent_pairs", "pairs consistent in every comparison", summary["consistent"]),
-        Plot("pref-p-chosen", f"p_chosen of the dataset's pairs, {P_BINS} bins from 0.5 (no preference) to 1.",
-             lambda fig: _draw_p_hist(fig, counts)),
+        *([Plot("pref-p-chosen", f"p_chosen of the dataset's pairs, {P_BINS} bins from 0.5 (no preference) to "
+                "1.", lambda fig: _draw_p_hist(fig, counts))] if summary["with_p"] else []),
     ])
 
 
