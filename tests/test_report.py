@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from rlaif.cli import main
-from rlaif.report import write_report
+from rlaif.report import beside, write_report
 from rlaif.store import Store, utcnow
 
 CRAFTED = "crafted-run"
@@ -145,8 +145,13 @@ def crafted_rows(prompt_ids: list[str]) -> dict[str, list[dict]]:
                   "principle_id": "harm", "original": "orig <b>", "before": "orig <b>",
                   "critique": HOSTILE_CRITIQUE, "revision": "fixed & safe", "constitution_name": "harmless",
                   "constitution_version": "v1", "model": "fake-model", "created_at": now}]
+    skipped = {"bad_rows": [{"run_id": CRAFTED, "source": "prompts.jsonl", "row_number": n, "column_name": "prompt",
+                             "reason": "expected a string", "created_at": now} for n in (3, 7)],
+               "skipped_prompts": [{"run_id": CRAFTED, "prompt_id": prompt_ids[2], "stage": "respond",
+                                    "reason": "prompt longer than the context", "tokens": 9000,
+                                    "context_length": 2048, "created_at": now}]}
     return {"attempts": attempts, "generations": generations, "row_flags": flags, "comparisons": comparisons,
-            "revisions": revisions, **training_rows()}
+            "revisions": revisions, **skipped, **training_rows()}
 
 
 def training_rows() -> dict[str, list[dict]]:
@@ -183,6 +188,7 @@ def db(tmp_path_factory) -> Path:
             mp.delenv(name)
         assert main(["--db", str(path), "--engine", "fake", "demo", "--limit", "4", "--rounds", "2",
                      "--no-prefect", "--no-progress"]) == 0
+    assert Page(beside(path).read_text(encoding="utf-8")).stat("runs_total") == 1  # the demo wrote its run's report
     store = Store(path)
     prompt_ids = [p for (p,) in sql(path, "SELECT prompt_id FROM prompts ORDER BY prompt_id")]
     assert len(prompt_ids) == 4
@@ -196,6 +202,13 @@ def db(tmp_path_factory) -> Path:
 def report(db, tmp_path_factory) -> tuple[Path, Page]:
     out = write_report(db, tmp_path_factory.mktemp("out") / "report.html")
     return out, Page(out.read_text(encoding="utf-8"))
+
+
+def demo_comparisons(db: Path) -> int:
+    """The demo run's judged pairs (one comparison each: one principle per pair); there must be some."""
+    ((n,),) = sql(db, "SELECT count(*) FROM comparisons WHERE run_id <> ? AND p_a_ab IS NOT NULL", [CRAFTED])
+    assert n > 0
+    return n
 
 
 def demo_run(db: Path) -> str:
@@ -227,6 +240,8 @@ def test_generation_numbers_match_sql(db, report):
     assert {s: [int(n), int(f)] for s, (n, f, _) in page.table("failures-by-stage").items()} == {
         s: [n, f] for s, n, f in by_stage}
     assert page.table("failures-by-error")["critique"][:3] == ["timeout after 30s", "3", "1"]
+    assert (page.stat("bad_rows"), page.stat("skipped_prompts")) == (2, 1)
+    assert page.table("bad-rows")["prompts.jsonl"] == ["prompt", "expected a string", "2", "3"]
     flags = {(t, f): n for t, f, n in sql(db, "SELECT target, flag, count(*) FROM row_flags GROUP BY ALL")}
     shown = {(target, row[0]): int(row[1]) for target, row in page.table("flags").items()}
     assert shown == flags == {("revision", "unchanged"): 3, ("pair", "length_ratio"): 1}
@@ -237,7 +252,8 @@ def test_generation_numbers_match_sql(db, report):
     for p, (n_revised, n_judged) in principles.items():
         assert (int(n_revised), int(n_judged)) == (revised.get(p, 0), judged.get(p, 0))
     lengths = page.table("lengths")
-    assert set(lengths) == {"1", "2"} and lengths["2"][0] == "4"  # 4 demo chains reach round 2
+    in_round_2 = sql(db, "SELECT count(*) FROM revisions WHERE round = 2")[0][0]
+    assert set(lengths) == {"1", "2"} and lengths["2"][0] == str(in_round_2) and in_round_2 > 0
 
 
 def test_preference_numbers_match_sql(db, report):
@@ -246,7 +262,8 @@ def test_preference_numbers_match_sql(db, report):
     assert len(chosen) == page.stat("pairs") == 4  # pair1, 2, 3, 5: the tie and the unjudged pair are out
     assert page.stat("mean_p_chosen") == pytest.approx(sum(chosen) / len(chosen)) == pytest.approx(0.75)
     both = sql(db, "SELECT p_a_ab, p_a_ba, consistent FROM comparisons WHERE p_a_ab IS NOT NULL")
-    assert len(both) == 4 + 6  # the demo's 4 comparisons and the 6 crafted ones judged in both orders
+    demo = demo_comparisons(db)
+    assert len(both) == demo + 6  # the demo's comparisons and the 6 crafted ones judged in both orders
     first = sum(ab > 0.5 for ab, _, _ in both) + sum(ba < 0.5 for _, ba, _ in both)
     decisive = sum(ab != 0.5 for ab, _, _ in both) + sum(ba != 0.5 for _, ba, _ in both)
     assert page.stat("first_slot_rate") == pytest.approx(first / decisive)
@@ -255,7 +272,8 @@ def test_preference_numbers_match_sql(db, report):
     ((longer, differ),) = sql(db, "SELECT count(*) FILTER (length(chosen) > length(rejected)), "
                                   "count(*) FILTER (length(chosen) <> length(rejected)) FROM preference_dataset")
     assert page.stat("chosen_longer_rate") == pytest.approx(longer / differ) == pytest.approx(3 / 4)
-    assert (page.stat("judged_pairs"), page.stat("ties"), page.stat("unjudged_pairs")) == (4 + 5, 4 + 1, 1)
+    # the fake judge ties every demo pair; of the crafted ones, 5 are judged, 1 is a tie, 1 has no verdict
+    assert (page.stat("judged_pairs"), page.stat("ties"), page.stat("unjudged_pairs")) == (demo + 5, demo + 1, 1)
 
 
 def test_training_numbers_match_sql(db, report):
@@ -278,7 +296,8 @@ def test_a_run_report_covers_that_run_only(db, tmp_path):
     assert page.sections["gen-failures"]["status"] == "empty"
     assert "all ok" in page.sections["gen-failures"]["text"]
     assert "No data-quality flags in run" in page.sections["gen-flags"]["text"]
-    assert "4 judged pairs, 4 of them ties" in page.sections["pref-p-chosen"]["text"]
+    demo = demo_comparisons(db)
+    assert f"{demo} judged pairs, {demo} of them ties" in page.sections["pref-p-chosen"]["text"]
     assert page.sections["train-runs"]["text"].endswith(f"No training runs in run {run_id}.")
     # the fake judge puts 0.75 on the letter A whatever it shows: always the first slot, never consistent
     assert (page.stat("first_slot_rate"), page.stat("position_consistency")) == (1.0, 0.0)
@@ -298,7 +317,7 @@ def test_text_from_the_database_is_escaped(report):
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; co" in text  # the error's first line only
     assert "second line" not in page.sections["gen-failures"]["text"]
     assert "&lt;/div&gt;&lt;/section&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in text  # the hostile critique
-    assert len([k for k in page.sections if k.startswith("gen-")]) == 7  # its markup closed no section
+    assert len([k for k in page.sections if k.startswith("gen-")]) == 8  # its markup closed no section
 
 
 def test_the_page_fetches_nothing(report):
@@ -313,7 +332,7 @@ def test_an_empty_database_says_so_in_every_section(tmp_path):
     db = tmp_path / "empty.duckdb"
     Store(db).migrate()
     page = Page(write_report(db, tmp_path / "empty.html").read_text(encoding="utf-8"))
-    assert len(page.sections) == 18
+    assert len(page.sections) == 19
     for key, section in page.sections.items():
         assert section["status"] == "empty", key
         lines = section["text"].strip().splitlines()

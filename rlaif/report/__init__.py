@@ -7,6 +7,6 @@ the plots in ``figures.py``. Importing this package loads neither matplotlib nor
 
 from __future__ import annotations
 
-from rlaif.report.build import render_report, write_report
+from rlaif.report.build import beside, render_report, write_report
 
-__all__ = ["render_report", "write_report"]
+__all__ = ["beside", "render_report", "write_report"]

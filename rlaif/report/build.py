@@ -66,6 +66,12 @@ def render_report(db: str | Path, run_id: str | None = None) -> str:
                        footer=footer, draw=render)
 
 
+def beside(db: str | Path) -> Path:
+    """The default report file for a database: ``rlaif.duckdb`` -> ``rlaif-report.html`` in the same folder."""
+    db = Path(db)
+    return db.with_name(f"{db.stem}-report.html")
+
+
 def write_report(db: str | Path, out: str | Path, run_id: str | None = None) -> Path:
     """Write the report of ``db`` (one run, or every run) to ``out``; returns the path written."""
     out = Path(out)

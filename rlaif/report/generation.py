@@ -179,4 +179,32 @@ def flags(con: "Con", run_id: str | None) -> Section:
     ])
 
 
-SECTIONS = [throughput, latency, failures, flags]
+def skipped(con: "Con", run_id: str | None) -> Section:
+    """Input a run could not use: source rows that failed to read, prompts too long for the model's context."""
+    key, title = "gen-skipped", "Skipped input"
+    absent = missing(con, "bad_rows", "skipped_prompts")
+    if absent:
+        return Section.nodata(key, title, absent)
+    bad = rows(con, f"""
+        SELECT source, coalesce(column_name, '') AS column_name, left(reason, {ERROR_CHARS}) AS reason,
+               count(*) AS n, min(row_number) AS first_row
+        FROM bad_rows WHERE {in_run()} GROUP BY ALL ORDER BY n DESC, source LIMIT 20""", run_id)
+    long = rows(con, f"""
+        SELECT stage, round, left(reason, {ERROR_CHARS}) AS reason, count(*) AS n, max(tokens) AS tokens,
+               max(context_length) AS context
+        FROM skipped_prompts WHERE {in_run()} GROUP BY ALL ORDER BY n DESC, stage""", run_id)
+    if not bad and not long:
+        return Section.nodata(key, title, f"No bad source rows and no prompts skipped for length in {scope(run_id)}.")
+    blocks: list = [Stat("bad_rows", "bad source rows skipped", sum(b["n"] for b in bad)),
+                    Stat("skipped_prompts", "prompts skipped (context too short)", sum(x["n"] for x in long))]
+    if bad:
+        blocks.append(Table("bad-rows", ["source", "column", "reason", "rows", "first row"],
+                            [[b["source"], b["column_name"], b["reason"], b["n"], b["first_row"]] for b in bad]))
+    if long:
+        blocks.append(Table("skipped-prompts", ["stage", "round", "reason", "prompts", "most tokens", "context"],
+                            [[x["stage"], x["round"], x["reason"], x["n"], x["tokens"], x["context"]]
+                             for x in long]))
+    return Section(key, title, blocks)
+
+
+SECTIONS = [throughput, latency, failures, skipped, flags]
