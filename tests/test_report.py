@@ -129,6 +129,8 @@ def crafted_rows(prompt_ids: list[str]) -> dict[str, list[dict]]:
     flags = [{"target": "revision", "target_id": f"chain{i}:1", "flag": "unchanged", "value": 1.0,
               "threshold": 0.95, "detail": "revision equals its input", "run_id": CRAFTED, "created_at": now}
              for i in range(3)]
+    flags.append({"target": "revision", "target_id": "000-hostile:1", "flag": "refusal", "value": None,
+                  "threshold": None, "detail": "", "run_id": CRAFTED, "created_at": now})
     flags.append({"target": "pair", "target_id": "pair1", "flag": "length_ratio", "value": 3.0,
                   "threshold": 2.5, "detail": "<b>3x</b>", "run_id": CRAFTED, "created_at": now})
     comparisons = []
@@ -243,8 +245,8 @@ def test_generation_numbers_match_sql(db, report):
     assert (page.stat("bad_rows"), page.stat("skipped_prompts")) == (2, 1)
     assert page.table("bad-rows")["prompts.jsonl"] == ["prompt", "expected a string", "2", "3"]
     flags = {(t, f): n for t, f, n in sql(db, "SELECT target, flag, count(*) FROM row_flags GROUP BY ALL")}
-    shown = {(target, row[0]): int(row[1]) for target, row in page.table("flags").items()}
-    assert shown == flags == {("revision", "unchanged"): 3, ("pair", "length_ratio"): 1}
+    shown = {(row[0], row[1]): int(row[2]) for row in page.tables["flags"][1:]}
+    assert shown == flags == {("revision", "unchanged"): 3, ("revision", "refusal"): 1, ("pair", "length_ratio"): 1}
     revised = dict(sql(db, "SELECT principle_id, count(*) FROM revisions GROUP BY ALL"))
     judged = dict(sql(db, "SELECT principle_id, count(*) FROM comparisons GROUP BY ALL"))
     principles = page.table("principles")
@@ -317,6 +319,7 @@ def test_text_from_the_database_is_escaped(report):
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; co" in text  # the error's first line only
     assert "second line" not in page.sections["gen-failures"]["text"]
     assert "&lt;/div&gt;&lt;/section&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in text  # the hostile critique
+    assert "principle harm · model fake-model · constitution harmless · flags: refusal" in text  # its flag
     assert len([k for k in page.sections if k.startswith("gen-")]) == 8  # its markup closed no section
 
 

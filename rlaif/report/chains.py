@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rlaif.report.data import cut, in_run, one, rows, scope
+from rlaif.report.data import cut, in_run, one, rows, scope, tables
 from rlaif.report.figures import COLOURS, hbar
 from rlaif.report.model import Note, Plot, Section, Stat, Table, Texts
 
@@ -132,24 +132,44 @@ def _chain_blocks(con: "Con", chain: dict) -> list[Texts]:
     rounds = rows(con, """
         SELECT round, principle_id, original, before, critique, revision, model, constitution_name
         FROM revisions WHERE chain_id = $chain ORDER BY round""", chain=chain["chain_id"])
-    verdict = one(con, """
-        SELECT avg(CASE WHEN source_b = 'revision' THEN 1 - p_a WHEN source_a = 'revision' THEN p_a END) AS p,
-               count(*) AS n
-        FROM comparisons WHERE chain_id = $chain AND p_a IS NOT NULL""", chain=chain["chain_id"])
-    judged = (f" · judge: P(final revision better than the original) = {verdict['p']:.2f}"
-              f" over {verdict['n']} principle{'s' if verdict['n'] != 1 else ''}") if verdict["p"] is not None else ""
+    flagged = _round_flags(con, chain["chain_id"])
     out = []
     for r in rounds:
         first, last = r["round"] == 1, r["round"] == len(rounds)
         heading = f"Prompt: {cut(prompt, PROMPT_CHARS)}" if first else f"Round {r['round']}"
         note = (f"round {r['round']} of {chain['rounds']} · principle {r['principle_id']}"
                 + (f" · model {r['model']} · constitution {r['constitution_name']}" if first else "")
-                + (judged if last else ""))
+                + (f" · flags: {flagged[r['round']]}" if r["round"] in flagged else "")
+                + (_verdict(con, chain["chain_id"]) if last else ""))
         before = ("original", r["original"]) if first else (f"before (revision {r['round'] - 1})", r["before"])
         out.append(Texts(heading, [(before[0], cut(before[1], TEXT_CHARS)),
                                    (f"critique ({r['principle_id']})", cut(r["critique"], TEXT_CHARS)),
                                    ("revision", cut(r["revision"], TEXT_CHARS))], note))
     return out
+
+
+def _round_flags(con: "Con", chain_id: str) -> dict[int, str]:
+    """The data-quality flags on each round's revision (row_flags target 'revision', id 'chain_id:round')."""
+    if "row_flags" not in tables(con):
+        return {}
+    found = rows(con, """
+        SELECT target_id, string_agg(flag, ', ' ORDER BY flag) AS flags FROM row_flags
+        WHERE target = 'revision' AND starts_with(target_id, $prefix) GROUP BY target_id""",
+                 prefix=f"{chain_id}:")
+    return {int(f["target_id"].rsplit(":", 1)[1]): f["flags"] for f in found
+            if f["target_id"].rsplit(":", 1)[1].isdigit()}
+
+
+def _verdict(con: "Con", chain_id: str) -> str:
+    """The judge's verdict on the chain's pair (original against final revision), when it was judged."""
+    v = one(con, """
+        SELECT avg(CASE WHEN source_b = 'revision' THEN 1 - p_a WHEN source_a = 'revision' THEN p_a END) AS p,
+               count(*) AS n
+        FROM comparisons WHERE chain_id = $chain AND p_a IS NOT NULL""", chain=chain_id)
+    if v["p"] is None:
+        return ""
+    return (f" · judge: P(final revision better than the original) = {v['p']:.2f} over {v['n']} "
+            f"principle{'s' if v['n'] != 1 else ''}")
 
 
 SECTIONS = [principles, lengths, examples]
