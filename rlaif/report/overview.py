@@ -28,7 +28,8 @@ def runs(con: "Con", run_id: str | None) -> Section:
     listed = rows(con, f"""
         SELECT run_id, kind, status, started_at,
                date_diff('millisecond', started_at, finished_at) / 1e3 AS seconds,
-               engine, model, constitution_name || coalesce('@' || left(constitution_version, 8), '') AS constitution,
+               concat_ws(' · ', engine, model) AS engine,
+               constitution_name || coalesce('@' || left(constitution_version, 8), '') AS constitution,
                left(error, {ERROR_CHARS}) AS error
         FROM runs WHERE {in_run()} ORDER BY started_at DESC LIMIT {RUNS_SHOWN}""", run_id)
     prompts = one(con, f"SELECT count(DISTINCT prompt_id) AS n FROM generations WHERE {in_run()}", run_id)["n"]
@@ -40,9 +41,9 @@ def runs(con: "Con", run_id: str | None) -> Section:
         Stat("runs_total", "runs", total),
         Stat("prompts", "prompts with results", prompts),
         *[Stat(f"rows_{t}", t, counts[t]) for t in present],
-        Table("runs", ["run", "kind", "status", "started (UTC)", "seconds", "engine", "model",
+        Table("runs", ["run", "kind", "status", "started (UTC)", "seconds", "engine · model",
                        "constitution@version", "error"],
-              [[r["run_id"], r["kind"], r["status"], r["started_at"], r["seconds"], r["engine"], r["model"],
+              [[r["run_id"], r["kind"], r["status"], r["started_at"], r["seconds"], r["engine"],
                 r["constitution"], r["error"]] for r in listed], shown),
     ])
 
