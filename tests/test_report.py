@@ -34,7 +34,8 @@ PAIRS = [
     ("pair6", "harm", None, None, 10, 10),   # no verdict in either order
 ]
 EMPTY_SECTIONS = {"pref-canaries", "pref-judge-eval", "train-overopt"}
-FIGURES = {"gen-throughput", "gen-latency", "gen-flags", "gen-principles", "gen-lengths", "pref-p-chosen",
+FIGURES = {"gen-throughput", "gen-latency", "gen-flags", "gen-principles", "gen-lengths", "gen-sft-dataset",
+           "pref-p-chosen",
            "pref-position", "pref-length", "train-curves", "train-win-rate"}
 TRAIN_STEPS = 20
 WIN = {"win_rate": 0.62, "win_rate_low": 0.51, "win_rate_high": 0.73, "lc_win_rate": 0.55, "lc_win_rate_low": 0.44,
@@ -254,6 +255,9 @@ def test_generation_numbers_match_sql(db, report):
     for p, (n_revised, n_judged) in principles.items():
         assert (int(n_revised), int(n_judged)) == (revised.get(p, 0), judged.get(p, 0))
     lengths = page.table("lengths")
+    ((sft_rows, flagged),) = sql(db, "SELECT (SELECT count(*) FROM sft_dataset), "
+                                     "(SELECT count(*) FROM sft_candidates WHERE final AND len(flags) > 0)")
+    assert (page.stat("sft_rows"), page.stat("sft_flagged")) == (sft_rows, flagged) and flagged == 1
     in_round_2 = sql(db, "SELECT count(*) FROM revisions WHERE round = 2")[0][0]
     assert set(lengths) == {"1", "2"} and lengths["2"][0] == str(in_round_2) and in_round_2 > 0
 
@@ -320,7 +324,7 @@ def test_text_from_the_database_is_escaped(report):
     assert "second line" not in page.sections["gen-failures"]["text"]
     assert "&lt;/div&gt;&lt;/section&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in text  # the hostile critique
     assert "principle harm · model fake-model · constitution harmless · flags: refusal" in text  # its flag
-    assert len([k for k in page.sections if k.startswith("gen-")]) == 8  # its markup closed no section
+    assert len([k for k in page.sections if k.startswith("gen-")]) == 9  # its markup closed no section
 
 
 def test_the_page_fetches_nothing(report):
@@ -335,7 +339,7 @@ def test_an_empty_database_says_so_in_every_section(tmp_path):
     db = tmp_path / "empty.duckdb"
     Store(db).migrate()
     page = Page(write_report(db, tmp_path / "empty.html").read_text(encoding="utf-8"))
-    assert len(page.sections) == 19
+    assert len(page.sections) == 20
     for key, section in page.sections.items():
         assert section["status"] == "empty", key
         lines = section["text"].strip().splitlines()
@@ -343,13 +347,20 @@ def test_an_empty_database_says_so_in_every_section(tmp_path):
     assert not page.figures and not page.stats
 
 
-def test_a_database_from_before_the_flags_migration(tmp_path):
+def test_a_database_from_before_the_newer_migrations(tmp_path):
+    """A file made by an rlaif of migration 002 opens read-only as it is: newer sections say what it lacks."""
+    import duckdb
+
+    from rlaif.resources import data_dir
+
     db = tmp_path / "old.duckdb"
-    Store(db).migrate()
-    with Store(db).connect() as con:
-        con.execute("DROP TABLE row_flags")
+    with duckdb.connect(str(db)) as con:
+        for name in ("001_initial.sql", "002_dataset_views.sql"):
+            con.execute((data_dir("storage") / name).read_text(encoding="utf-8"))
     page = Page(write_report(db, tmp_path / "old.html").read_text(encoding="utf-8"))
     assert "No table row_flags in this database" in page.sections["gen-flags"]["text"]
+    assert "No table train_runs in this database" in page.sections["train-runs"]["text"]
+    assert "No table sft_candidates in this database" in page.sections["gen-sft-dataset"]["text"]
 
 
 def test_cli_writes_the_report_and_prints_its_path(db, tmp_path, capsys):

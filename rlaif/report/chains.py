@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rlaif.report.data import cut, in_run, one, rows, scope, tables
-from rlaif.report.figures import COLOURS, hbar
+from rlaif.report.data import cut, in_run, missing, one, rows, scope, tables
+from rlaif.report.figures import COLOURS, counts_axis, hbar
 from rlaif.report.model import Note, Plot, Section, Stat, Table, Texts
 
 if TYPE_CHECKING:
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 EXAMPLES = 3  # chains shown in full: enough to see what the model does, few enough to scroll past
 TEXT_CHARS = 3000  # each text of an example is cut to this, so one runaway output cannot bloat the page
 PROMPT_CHARS = 400
+LENGTHS_MAX = 50_000  # completion lengths drawn in the histogram at most
 
 
 def principles(con: "Con", run_id: str | None) -> Section:
@@ -172,4 +173,46 @@ def _verdict(con: "Con", chain_id: str) -> str:
             f"principle{'s' if v['n'] != 1 else ''}")
 
 
-SECTIONS = [principles, lengths, examples]
+def sft_dataset(con: "Con", run_id: str | None) -> Section:
+    """What made it into the SFT dataset: final candidates, those the flags or emptiness left out, the splits."""
+    key, title = "gen-sft-dataset", "SFT dataset"
+    absent = missing(con, "sft_candidates")
+    if absent:
+        return Section.nodata(key, title, absent)
+    s = one(con, f"""
+        SELECT count(*) FILTER (final) AS candidates, count(*) FILTER (final AND len(flags) > 0) AS flagged,
+               count(*) FILTER (final AND (completion IS NULL OR length(trim(completion)) = 0)) AS empty,
+               count(*) FILTER (final AND helpful) AS helpful
+        FROM sft_candidates WHERE {in_run()}""", run_id)
+    if not s["candidates"]:
+        return Section.nodata(key, title, f"No SFT candidates in {scope(run_id)}.")
+    kept = rows(con, f"SELECT split, count(*) AS n, median(length(completion)) AS chars FROM sft_dataset "
+                     f"WHERE {in_run()} GROUP BY split ORDER BY split", run_id)
+    lengths = [r["n"] for r in rows(con, f"SELECT length(completion) AS n FROM sft_dataset WHERE {in_run()} "
+                                         f"ORDER BY chain_id LIMIT {LENGTHS_MAX}", run_id)]
+    rounds = one(con, f"SELECT count(*) AS n FROM sft_rounds WHERE {in_run()}", run_id)["n"]
+    blocks: list = [
+        Note("A candidate is a chain's final revision, or a helpful prompt's unrevised answer; sft_dataset keeps "
+             "those with no flag and some text. sft_rounds has every round's revision, filtered the same way."),
+        Stat("sft_rows", "rows in sft_dataset", sum(k["n"] for k in kept)),
+        Stat("sft_candidates", "final candidates", s["candidates"]),
+        Stat("sft_flagged", "left out by flags", s["flagged"]),
+        Stat("sft_empty", "left out empty", s["empty"]),
+        Stat("sft_helpful", "helpful, kept unrevised", s["helpful"]),
+        Stat("sft_rounds", "rows in sft_rounds", rounds),
+        Table("sft-splits", ["split", "rows", "median characters"], [[k["split"], k["n"], k["chars"]] for k in kept]),
+    ]
+    if lengths:
+        blocks.append(Plot("gen-sft-dataset", "Completion length in characters over sft_dataset's rows.",
+                           lambda fig: _draw_hist(fig, lengths, "completion characters")))
+    return Section(key, title, blocks)
+
+
+def _draw_hist(fig, values: list[int], xlabel: str) -> None:
+    ax = fig.subplots()
+    ax.hist(values, bins=min(40, max(5, len(set(values)))), color=COLOURS[0], edgecolor="white", linewidth=0.5)
+    ax.set(xlabel=xlabel, ylabel="rows")
+    counts_axis(ax.yaxis)
+
+
+SECTIONS = [principles, lengths, sft_dataset, examples]
