@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rlaif.report.data import in_run, one, pending, ratio, rows, scope, wilson
+from rlaif.report.data import in_run, one, pending, ratio, rows, scope, tables, wilson
 from rlaif.report.figures import COLOURS, counts_axis
 from rlaif.report.model import Note, Plot, Section, Stat
 
@@ -66,14 +66,22 @@ def _draw_p_hist(fig, counts: list[int]) -> None:
 
 
 def _pairs(con: "Con", run_id: str | None) -> dict:
-    """Pairs judged (principles averaged as the view does), ties among them, and pairs with no usable verdict."""
+    """Pairs judged (principles averaged as the dataset view does), ties among them, pairs with no usable verdict,
+    and (from migration 005, where a pair's verdicts are grouped per judge model, constitution and mode into
+    judgements with their flags) the judgements the flags leave out."""
+    if "preference_candidates" in tables(con):
+        return one(con, f"""
+            SELECT count(*) AS pairs, count(decision) AS judged,
+                   count(*) FILTER (abs(decision - 0.5) <= {TIE}) AS ties,
+                   count(*) FILTER (decision IS NULL) AS unjudged, count(*) FILTER (flagged) AS flagged
+            FROM preference_candidates WHERE {in_run()}""", run_id)
     return one(con, f"""
         WITH pairs AS (
             SELECT pair_id, judge_model, constitution_name, constitution_version, avg(p_a) AS p_a
             FROM comparisons WHERE {in_run()}
             GROUP BY pair_id, judge_model, constitution_name, constitution_version)
         SELECT count(*) AS pairs, count(p_a) AS judged, count(*) FILTER (abs(p_a - 0.5) <= {TIE}) AS ties,
-               count(*) FILTER (p_a IS NULL) AS unjudged
+               count(*) FILTER (p_a IS NULL) AS unjudged, NULL AS flagged
         FROM pairs""", run_id)
 
 
@@ -181,6 +189,9 @@ def ties(con: "Con", run_id: str | None) -> Section:
         Stat("ties", "ties", s["ties"]),
         Stat("tie_rate", "tie rate", ratio(s["ties"], s["judged"]), "{:.3f}", wilson(s["ties"], s["judged"])),
         Stat("unjudged_pairs", "pairs without a verdict", s["unjudged"]),
+        *([Stat("flagged_judgements", "left out by flags", s["flagged"],
+                note="flagged pairs and verdicts: see preference_candidates.flags")] if s["flagged"] is not None
+          else []),
     ])
 
 
