@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from rlaif.engines.base import one_line
 from rlaif.errors import ConfigError, ConstitutionError, TemplateError
+from rlaif.judge.spec import Framing, JudgeFormats
 from rlaif.resources import data_dir
 
 MAX_BYTES = 5 * 1024 * 1024  # far above any sensible constitution; refused before parsing
@@ -86,6 +87,9 @@ class JudgePrinciple(_Model):
     question: str = Field(min_length=1, description="the comparison question, e.g. which response is less harmful")
     weight: float = _weight()
     tags: list[str] = Field(default_factory=list)
+    rating_question: str | None = Field(None, min_length=1, description="one-response form of the question (score)")
+    framing: Framing | None = Field(None, description="likelihood-contrast framing; default judge.contrast.framing")
+    baseline: Framing | None = Field(None, description="likelihood-contrast baseline; default judge.contrast.baseline")
 
 
 class CritiqueExample(_Model):
@@ -106,6 +110,7 @@ class JudgeExample(_Model):
     response_b: str = _text()
     principle: str = Field(description="id of the judge principle whose question this exemplar answers")
     answer: Literal["A", "B"]
+    rationale: str | None = Field(None, min_length=1, description="worked reasoning, shown in chain-of-thought mode")
 
 
 class FewShot(_Model):
@@ -154,6 +159,7 @@ class Constitution(_Model):
     judge_principles: list[JudgePrinciple] = Field(min_length=1)
     fewshot: FewShot = Field(default_factory=FewShot)
     templates: Templates
+    judge: JudgeFormats = Field(default_factory=JudgeFormats, description="the judge's other prompt formats")
     _source: Path | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
@@ -231,14 +237,7 @@ def _fields(template: str) -> list[str]:
 def check_template(name: str, text: str) -> None:
     """Raise TemplateError if template ``name`` uses a placeholder it may not, or lacks one it must have."""
     required, allowed = TEMPLATE_FIELDS[name]
-    used = _fields(text)
-    for field in used:
-        if field not in allowed:
-            hint = f"allowed: {', '.join(sorted(allowed))}" if allowed else "this template takes no placeholders"
-            raise TemplateError(f"unknown placeholder {{{field}}}; {hint} (write literal braces as {{{{ }}}})")
-    missing = sorted(required - set(used))
-    if missing:
-        raise TemplateError(f"missing placeholder {{{missing[0]}}}; this template needs {_names(required)}")
+    check_placeholders(text, required, allowed)
     if name == "judge":
         rendered = render(text, **{f: "x" for f in allowed})
         if not rendered.endswith("("):
@@ -247,6 +246,18 @@ def check_template(name: str, text: str) -> None:
                 f"must end with '(' (e.g. 'The answer is: (') so the next token is the answer letter; it ends with "
                 f"{rendered[-20:]!r} (in YAML, '|-' drops the final newline that '|' keeps)"
             )
+
+
+def check_placeholders(text: str, required: frozenset[str], allowed: frozenset[str]) -> None:
+    """Raise TemplateError if ``text`` uses a placeholder outside ``allowed`` or lacks one of ``required``."""
+    used = _fields(text)
+    for field in used:
+        if field not in allowed:
+            hint = f"allowed: {', '.join(sorted(allowed))}" if allowed else "this template takes no placeholders"
+            raise TemplateError(f"unknown placeholder {{{field}}}; {hint} (write literal braces as {{{{ }}}})")
+    missing = sorted(required - set(used))
+    if missing:
+        raise TemplateError(f"missing placeholder {{{missing[0]}}}; this template needs {_names(required)}")
 
 
 def _names(fields: frozenset[str] | set[str]) -> str:
@@ -409,13 +420,21 @@ def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
     """The model class that validates the mapping at ``loc`` (for listing its allowed fields)."""
     annotation: Any = Constitution
     for key in loc:
+        annotation = _without_none(annotation)
         if isinstance(key, int) and get_origin(annotation) is list:
             annotation = get_args(annotation)[0]
         elif isinstance(annotation, type) and issubclass(annotation, BaseModel) and key in annotation.model_fields:
             annotation = annotation.model_fields[str(key)].annotation
         else:
             return None
+    annotation = _without_none(annotation)
     return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _without_none(annotation: Any) -> Any:
+    """``X`` from ``X | None`` (optional blocks such as a principle's ``framing``); anything else unchanged."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    return args[0] if len(args) == 1 and type(None) in get_args(annotation) else annotation
 
 
 def _line_of(tree: Any, loc: tuple[str | int, ...]) -> int | None:

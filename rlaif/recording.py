@@ -18,14 +18,24 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Iterable
 
-from rlaif.engines.base import ChatRequest, ChoiceRequest, ChoiceResult, Completion, Engine, content_hash
+from rlaif.engines.base import (
+    ChatRequest,
+    ChoiceRequest,
+    ChoiceResult,
+    Completion,
+    Engine,
+    ScoreRequest,
+    ScoreResult,
+    content_hash,
+    special_tokens_of,
+)
 from rlaif.store import utcnow
 
 if TYPE_CHECKING:
     from rlaif.store import Store, Writer
 
 _STORED_COLUMNS = ("key, prompt_id, output, finish_reason, prompt_tokens, completion_tokens, latency_s, "
-                   "choice_logprobs, choice_method, model")
+                   "choice_logprobs, choice_method, model, token_logprobs")
 
 
 def _naive_utc(unix: float) -> datetime:
@@ -73,6 +83,7 @@ class RecordingEngine:
         self.inner = engine
         self.name = engine.name
         self.model = engine.model
+        self.special_tokens = special_tokens_of(engine)
         self.writer = writer
         self.run_id = run_id
         self.constitution_version = constitution_version
@@ -84,7 +95,7 @@ class RecordingEngine:
         self.replayed = 0  # requests answered from the database instead
         self.tokens_out = 0
 
-    def _stored(self, request: ChatRequest | ChoiceRequest) -> dict | None:
+    def _stored(self, request: ChatRequest | ChoiceRequest | ScoreRequest) -> dict | None:
         return self.stored.get(request.prompt_id, request.key) if self.stored is not None else None
 
     async def chat(self, request: ChatRequest) -> Completion:
@@ -111,14 +122,32 @@ class RecordingEngine:
             self.replayed += 1
             return ChoiceResult(key=request.key, model=row["model"], logprobs=json.loads(row["choice_logprobs"]),
                                 method=row["choice_method"], prompt_tokens=row["prompt_tokens"],
-                                latency_s=row["latency_s"] or 0.0)
+                                latency_s=row["latency_s"] or 0.0, output=row["output"])
         result = await self.inner.choose(request)
         self._record_attempts(request.key, request.stage, result.attempts)
         if result.ok:
             self._record(request.key, request.stage, request.prompt_id, kind="choice",
                          prompt_text=request.prompt, params={"choices": list(request.choices)},
                          choice_logprobs=json.dumps(result.logprobs), choice_method=result.method,
-                         model=result.model, prompt_tokens=result.prompt_tokens, latency_s=result.latency_s)
+                         output=result.output, model=result.model, prompt_tokens=result.prompt_tokens,
+                         latency_s=result.latency_s)
+        return result
+
+    async def score(self, request: ScoreRequest) -> ScoreResult:
+        """A continuation's token log-probs: a ``generations`` row of kind 'score' (migration 005's columns)."""
+        row = self._stored(request)
+        if row is not None:
+            self.replayed += 1
+            return ScoreResult(key=request.key, model=row["model"], token_logprobs=list(row["token_logprobs"]),
+                               prompt_tokens=row["prompt_tokens"], latency_s=row["latency_s"] or 0.0)
+        result = await self.inner.score(request)
+        self._record_attempts(request.key, request.stage, result.attempts)
+        if result.ok:
+            self._record(request.key, request.stage, request.prompt_id, kind="score",
+                         messages=[dict(m) for m in request.messages], params={}, continuation=request.continuation,
+                         token_logprobs=list(result.token_logprobs or []), model=result.model,
+                         prompt_tokens=result.prompt_tokens, completion_tokens=result.tokens,
+                         latency_s=result.latency_s)
         return result
 
     async def aclose(self) -> None:

@@ -250,7 +250,7 @@ def test_resolve_finds_shipped_by_name_and_paths_as_themselves(tmp_path, monkeyp
 def test_json_schema_has_the_top_level_properties():
     schema = constitution_json_schema()
     assert set(schema["properties"]) == {
-        "name", "description", "system_prompt", "principles", "judge_principles", "fewshot", "templates"
+        "name", "description", "system_prompt", "principles", "judge_principles", "fewshot", "templates", "judge"
     }
     assert set(schema["required"]) == {"name", "principles", "judge_principles", "templates"}
     assert schema["title"] and schema["description"]

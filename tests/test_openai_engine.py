@@ -40,6 +40,7 @@ class FakeServer:
         self.delay, self.completions, self.logprobs = delay, completions, logprobs
         self.faults: deque[str] = deque()
         self.top = {"A": -0.2, "B": -1.8, "C": -4.0}  # top log-probs of the first generated token
+        self.top_after: dict[str, dict[str, float]] = {}  # ... instead, after a prompt ending with the key
         self.seen: list[tuple[float, str, dict[str, Any]]] = []  # (arrival time, path, body) of every request
         self.active = self.max_active = 0
         self._loop = asyncio.new_event_loop()
@@ -110,6 +111,8 @@ class FakeServer:
                 return None, None
             if fault is not None:
                 return int(fault), {"error": {"message": f"scripted {fault}", "code": int(fault)}}
+            if path == "/tokenize":
+                return 200, self._tokenize(body)
             if path.endswith("/completions") and "chat" not in path:
                 return self._completion(body)
             return 200, self._chat(body)
@@ -130,17 +133,35 @@ class FakeServer:
         head = {"id": "c1", "object": "chat.completion", "created": 0, "model": MODEL}
         return {**head, "choices": [choice], "usage": usage}
 
+    @staticmethod
+    def _tokenize(body: dict[str, Any]) -> dict[str, Any]:
+        """One token per character; a conversation is templated as <role>content</role> turns, then <assistant>."""
+        if "messages" in body:
+            text = "".join(f"<{m['role']}>{m['content']}</{m['role']}>" for m in body["messages"]) + "<assistant>"
+        else:
+            text = body["prompt"]
+        return {"count": len(text), "max_model_len": 2048, "tokens": [ord(c) for c in text]}
+
     def _completion(self, body: dict[str, Any]) -> tuple[int, Any]:
         if not self.completions:
             return 404, {"detail": "Not Found"}
         prompt = body["prompt"]
+        if isinstance(prompt, list):  # token ids: score each as -(id % 10) / 10, the first one unscored
+            scored = [None] + [{str(t): {"logprob": -(t % 10) / 10, "rank": 1, "decoded_token": chr(t)}}
+                               for t in prompt[1:]]
+            choice = {"index": 0, "text": "x", "finish_reason": "length", "logprobs": None,
+                      "prompt_logprobs": scored if body.get("prompt_logprobs") is not None else None}
+            usage = {"prompt_tokens": len(prompt), "completion_tokens": 1, "total_tokens": len(prompt) + 1}
+            return 200, {"id": "t2", "object": "text_completion", "created": 0, "model": MODEL,
+                         "choices": [choice], "usage": usage}
         if body.get("echo"):  # one token per character, each scored -0.5; then one generated token "x"
             tokens = list(prompt) + ["x"]
             logprobs = {"tokens": tokens, "token_logprobs": [None] + [-0.5] * len(prompt), "top_logprobs": None}
             n_prompt = len(prompt)
         else:
+            top = next((t for end, t in self.top_after.items() if prompt.endswith(end)), self.top)
             tokens, n_prompt = ["A"], 5
-            logprobs = {"tokens": tokens, "token_logprobs": [-0.2], "top_logprobs": [self.top]}
+            logprobs = {"tokens": tokens, "token_logprobs": [-0.2], "top_logprobs": [top]}
         choice = {"index": 0, "text": "".join(tokens), "finish_reason": "length", "logprobs": logprobs}
         usage = {"prompt_tokens": n_prompt, "completion_tokens": 1, "total_tokens": n_prompt + 1}
         head = {"id": "t1", "object": "text_completion", "created": 0, "model": MODEL}
@@ -308,6 +329,45 @@ def test_choose_scores_choices_outside_the_top_with_an_echo_request(server):
     assert result.logprobs == {"10": pytest.approx(-1.0), "A": -0.2}  # two characters of -0.5 each
     echo = [body for _, _, body in server.seen if body.get("echo")]
     assert len(echo) == 1 and echo[0]["prompt"] == "Score: 10"
+
+
+def test_choose_reads_a_multi_token_choice_token_by_token_before_any_echo(server):
+    server.top = {"1": -1.0, "2": -1.5}
+    server.top_after = {"Score: 1": {"0": -0.5, ")": -0.2}}
+    engine = engine_for(server)
+    [result] = run(engine, engine.choose(ChoiceRequest(key="k", prompt="Score: ", choices=("1", "2", "10"))))
+    assert result.logprobs == {"1": -1.0, "2": -1.5, "10": -1.5}  # P("1") * P("0" | "1")
+    assert [body["prompt"] for _, _, body in server.seen] == ["Score: ", "Score: 1"]
+    assert not any(body.get("echo") for _, _, body in server.seen)  # next-token reads only: prefix-cache friendly
+    assert len(result.attempts) == 2
+
+
+def test_score_tokenizes_the_conversation_then_reads_prompt_logprobs(server):
+    from rlaif.engines.base import ScoreRequest
+
+    engine = engine_for(server)
+    messages = ({"role": "user", "content": "hi"},)
+    request = ScoreRequest(key="s", messages=messages, continuation="ok!")
+    [first, again] = run(engine, engine.score(request), engine.score(request))
+    assert first.ok and first.token_logprobs == [-(ord(c) % 10) / 10 for c in "ok!"]
+    assert first.prompt_tokens == len("<user>hi</user><assistant>") and first.tokens == 3
+    assert first.mean == pytest.approx(sum(first.token_logprobs) / 3)
+    tokenize = [body for _, path, body in server.seen if path == "/tokenize"]
+    assert {"messages", "add_generation_prompt"} <= set(tokenize[0]) or {"messages"} <= set(tokenize[1])
+    assert any(b.get("add_special_tokens") is False and b.get("prompt") == "ok!" for b in tokenize)
+    sent = [body for _, path, body in server.seen if path == "/v1/completions"]
+    assert sent[0]["prompt_logprobs"] == 0 and sent[0]["max_tokens"] == 1 and "echo" not in sent[0]
+    assert [a.status for a in first.attempts] == ["ok"] * 3
+
+
+def test_score_on_a_server_without_tokenize_is_an_error_result(server):
+    from rlaif.engines.base import ScoreRequest
+
+    server.faults.append("400")
+    engine = engine_for(server)
+    [result] = run(engine, engine.score(ScoreRequest(key="s", messages=({"role": "user", "content": "x"},),
+                                                     continuation="")))
+    assert not result.ok and result.error.startswith("HTTP 400")
 
 
 def test_choice_tail_logprob_needs_tokens_that_spell_the_choice():

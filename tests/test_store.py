@@ -25,15 +25,53 @@ GOLDEN = {
         "comparison_id", "pair_id", "run_id", "prompt_id", "chain_id", "principle_id", "response_a",
         "response_b", "source_a", "source_b", "key_ab", "key_ba", "p_a_ab", "p_a_ba", "p_a", "consistent",
         "method", "judge_model", "constitution_name", "constitution_version", "created_at",
+        # 005 (judge)
+        "mode", "status", "order_gap", "vote_a", "score_a", "score_b", "rationale_ab", "rationale_ba", "raw_output",
+        "judge_keys", "judge_engine", "judge_config", "policy_model", "response_key_a", "response_key_b",
     ],
     "generations": [
         "key", "run_id", "kind", "stage", "prompt_id", "messages", "prompt_text", "params", "engine", "model",
         "output", "choice_logprobs", "choice_method", "finish_reason", "prompt_tokens", "completion_tokens",
         "latency_s", "constitution_version", "created_at",
+        "continuation", "token_logprobs",  # 005 (judge)
     ],
     "preference_dataset": [
         "prompt_id", "prompt", "chosen", "rejected", "p_chosen", "margin", "consistent", "principles", "method",
         "judge_model", "constitution_name", "constitution_version", "pair_id", "chain_id", "run_id", "split",
+        # 005 (judge)
+        "prompt_messages", "chosen_messages", "rejected_messages", "consistency", "order_gap", "mode",
+        "judge_engine", "policy_model", "source_chosen", "source_rejected", "n_principles", "judgement_id",
+    ],
+    # 005 (judge)
+    "canary_results": [
+        "canary_result_id", "run_id", "seq", "canary_id", "pair_id", "principle_id", "mode", "method", "status",
+        "p_correct", "vote_correct", "correct", "consistent", "order_gap", "raw_output", "judge_keys",
+        "judge_engine", "judge_model", "constitution_version", "created_at",
+    ],
+    "judge_eval_pairs": [
+        "run_id", "mode", "row", "pair_id", "label", "p_a", "p_first", "p_second", "vote_a", "method", "status",
+        "consistent", "correct", "len_a", "len_b", "raw_output", "judge_keys", "created_at",
+    ],
+    "judge_evals": [
+        "eval_id", "run_id", "mode", "pairs_source", "judge_engine", "judge_model", "constitution_name",
+        "constitution_version", "principles", "judge_config", "pairs", "decided", "failed",
+        *(f"{m}{s}" for m in ("agreement", "agreement_first", "agreement_second", "consistency", "first_slot_rate",
+                              "brier", "ece", "longer", "shorter") for s in ("", "_lo", "_hi")),
+        "when_label_longer", "when_label_longer_lo", "when_label_longer_hi", "pairs_label_longer",
+        "when_label_shorter", "when_label_shorter_lo", "when_label_shorter_hi", "pairs_label_shorter",
+        "seconds", "created_at",
+    ],
+    "preference_candidates": [
+        "judgement_id", "pair_id", "prompt_id", "prompt", "prompt_messages", "response_a", "response_b", "source_a",
+        "source_b", "mode", "method", "judge_model", "judge_engine", "policy_model", "constitution_name",
+        "constitution_version", "p_a", "vote_a", "decision", "consistent", "consistency", "order_gap", "score_a",
+        "score_b", "principles", "parse_failures", "chain_id", "run_id", "split", "flags", "flagged",
+    ],
+    "preference_judgements": [
+        "judgement_id", "pair_id", "prompt_id", "chain_id", "response_a", "response_b", "source_a", "source_b",
+        "mode", "method", "judge_model", "judge_engine", "policy_model", "constitution_name", "constitution_version",
+        "p_a", "vote_a", "decision", "consistent", "consistency", "order_gap", "score_a", "score_b", "principles",
+        "parse_failures", "run_id",
     ],
     "prompts": ["prompt_id", "text", "messages", "source", "split", "created_at"],
     "revisions": [

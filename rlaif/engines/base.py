@@ -1,4 +1,4 @@
-"""The one engine protocol every backend implements: chat generation and choice log-probs.
+"""The one engine protocol every backend implements: chat generation, choice log-probs and scoring.
 
 Both calls are async and take one logical request. Callers keep many requests in flight at once (``asyncio``
 tasks) and each engine turns that into what its backend does best: the OpenAI engine keeps a continuous window of
@@ -70,6 +70,25 @@ class ChoiceRequest:
     prompt_id: str | None = None
 
 
+@dataclass(frozen=True)
+class ScoreRequest:
+    """The log-likelihood of ``continuation`` as the assistant's reply to the chat conversation ``messages``.
+
+    The engine applies the model's chat template to ``messages`` (ending with the assistant's turn opened, as for
+    generation) and scores the continuation's tokens by teacher forcing: each token's log-probability given the
+    templated conversation and the continuation tokens before it. The continuation is tokenized on its own and
+    appended to the templated prompt's tokens, which is how the model would emit it; no end-of-turn token is
+    added. The judge's likelihood-contrast mode compares a response's score under two framings of one
+    conversation (pointwise mutual information).
+    """
+
+    key: str
+    messages: tuple[Message, ...]
+    continuation: str
+    stage: str = ""
+    prompt_id: str | None = None
+
+
 @dataclass
 class Attempt:
     """One try at a request: what the ``attempts`` table stores, one row each."""
@@ -118,20 +137,60 @@ class ChoiceResult:
     latency_s: float = 0.0
     attempts: list[Attempt] = field(default_factory=list)
     error: str | None = None
+    output: str | None = None  # structured: the raw text the engine emitted, kept when it is no choice
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def readable(self) -> bool:
+        """Whether at least one choice has a finite log-prob (else nothing can be read, not even a decision)."""
+        return any(lp is not None and math.isfinite(lp) for lp in self.logprobs.values())
+
     def probabilities(self) -> dict[str, float]:
-        """Normalise over the choices only: P(c) = exp(lp_c) / sum_k exp(lp_k); unranked choices get 0."""
+        """Normalise over the choices only: P(c) = exp(lp_c) / sum_k exp(lp_k); unranked choices get 0.
+
+        Empty when no choice is readable: an unreadable result has no probabilities, never a made-up uniform one.
+        """
         finite = {c: lp for c, lp in self.logprobs.items() if lp is not None and math.isfinite(lp)}
         if not finite:
-            return {c: 1.0 / len(self.logprobs) for c in self.logprobs} if self.logprobs else {}
+            return {}
         top = max(finite.values())
         weights = {c: math.exp(finite[c] - top) if c in finite else 0.0 for c in self.logprobs}
         total = sum(weights.values())
         return {c: w / total for c, w in weights.items()}
+
+
+@dataclass
+class ScoreResult:
+    """The outcome of a ``ScoreRequest``: one log-prob per continuation token (``error`` set when it failed)."""
+
+    key: str
+    model: str
+    token_logprobs: list[float] | None = None
+    prompt_tokens: int | None = None
+    latency_s: float = 0.0
+    attempts: list[Attempt] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def tokens(self) -> int:
+        return len(self.token_logprobs or [])
+
+    @property
+    def total(self) -> float | None:
+        """Sum of the continuation's token log-probs: log P(continuation | conversation)."""
+        return math.fsum(self.token_logprobs) if self.token_logprobs else None
+
+    @property
+    def mean(self) -> float | None:
+        """Per-token log-likelihood, the length-normalised score the judge compares."""
+        return self.total / self.tokens if self.token_logprobs else None
 
 
 @runtime_checkable
@@ -144,6 +203,8 @@ class Engine(Protocol):
     async def chat(self, request: ChatRequest) -> Completion: ...
 
     async def choose(self, request: ChoiceRequest) -> ChoiceResult: ...
+
+    async def score(self, request: ScoreRequest) -> ScoreResult: ...
 
     async def aclose(self) -> None: ...
 
@@ -170,6 +231,29 @@ def chat_key(messages: Sequence[Message], params: SamplingParams, model: str) ->
 def choice_key(prompt: str, choices: Sequence[str], model: str) -> str:
     """The key of a choice request."""
     return content_hash("choice", prompt, list(choices), model)
+
+
+def score_key(messages: Sequence[Message], continuation: str, model: str) -> str:
+    """The key of a score request: the same conversation, continuation and model score the same."""
+    return content_hash("score", list(messages), continuation, model)
+
+
+# Chat special tokens neutralised in judge prompts when the engine cannot say which its tokenizer has (the
+# OpenAI engine: a server does not list them). ChatML (SmolLM2, Qwen), Llama 2/3, Mistral, Gemma, Phi.
+DEFAULT_SPECIAL_TOKENS = (
+    "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
+    "<|end_header_id|>", "<|eot_id|>", "<s>", "</s>", "[INST]", "[/INST]", "<<SYS>>", "<</SYS>>",
+    "<start_of_turn>", "<end_of_turn>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>",
+)
+
+
+def special_tokens_of(engine: object) -> tuple[str, ...]:
+    """The chat special tokens of ``engine``'s tokenizer when it knows them, else ``DEFAULT_SPECIAL_TOKENS``.
+
+    In-process engines expose ``special_tokens`` (read from their tokenizer); wrappers pass it through.
+    """
+    tokens = getattr(engine, "special_tokens", None)
+    return tuple(tokens) if tokens else DEFAULT_SPECIAL_TOKENS
 
 
 T = TypeVar("T")

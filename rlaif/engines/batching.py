@@ -16,7 +16,15 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Generic, TypeVar
 
-from rlaif.engines.base import ChatRequest, ChoiceRequest, ChoiceResult, Completion, failed_attempt
+from rlaif.engines.base import (
+    ChatRequest,
+    ChoiceRequest,
+    ChoiceResult,
+    Completion,
+    ScoreRequest,
+    ScoreResult,
+    failed_attempt,
+)
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")
@@ -98,15 +106,16 @@ class MicroBatcher(Generic[Req, Res]):
 
 
 class BatchedEngine:
-    """``chat``/``choose`` for engines whose backend runs batches (transformers, in-process vLLM).
+    """``chat``/``choose``/``score`` for engines whose backend runs batches (transformers, in-process vLLM).
 
-    Subclasses set ``model``, ``_chats`` and ``_choices`` (MicroBatchers over their batch functions). A batch that
-    raises turns into an error result for each of its requests, so a stage never sees an exception.
+    Subclasses set ``model``, ``_chats``, ``_choices`` and ``_scores`` (MicroBatchers over their batch functions).
+    A batch that raises turns into an error result for each of its requests, so a stage never sees an exception.
     """
 
     model: str
     _chats: MicroBatcher[ChatRequest, Completion]
     _choices: MicroBatcher[ChoiceRequest, ChoiceResult]
+    _scores: MicroBatcher[ScoreRequest, ScoreResult]
 
     async def chat(self, request: ChatRequest) -> Completion:
         """Generate one chat reply; a failure comes back as ``Completion(error=...)``, never as an exception."""
@@ -127,3 +136,13 @@ class BatchedEngine:
             attempt = failed_attempt(started, exc)
             return ChoiceResult(key=request.key, model=self.model, logprobs={c: None for c in request.choices},
                                 latency_s=attempt.latency_s, attempts=[attempt], error=attempt.error)
+
+    async def score(self, request: ScoreRequest) -> ScoreResult:
+        """Log-prob of each continuation token given the templated conversation; failures come back as errors."""
+        started = time.time()
+        try:
+            return await self._scores.submit(request)
+        except Exception as exc:
+            attempt = failed_attempt(started, exc)
+            return ScoreResult(key=request.key, model=self.model, latency_s=attempt.latency_s, attempts=[attempt],
+                               error=attempt.error)

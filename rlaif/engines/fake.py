@@ -5,16 +5,22 @@ Readable in ten lines of use::
     engine = FakeEngine()
     engine.enqueue("first reply", "second reply")      # chat replies, in order
     engine.prefer("A", 0.8)                             # choose() puts 0.8 on the letter A
+    engine.choice_rule = lambda req: {"A": -0.1, "B": -2.3}   # or any log-probs per request
+    engine.structured = True                            # choose() answers like an engine without log-probs
+    engine.score_rule = lambda req: [-1.0, -0.5]        # score(): one log-prob per continuation token
     ...
     engine.chat_requests[0].messages                    # what the stage sent
 
 With nothing queued, chat replies are derived from the request (``"reply to: <last user turn>"``), so a test can
-run many prompts without scripting each one.
+run many prompts without scripting each one. The default score rule is a readable stand-in for relevance: each
+whitespace-separated word of the continuation is a token, with log-prob -1 if the word also occurs in the
+conversation (case-insensitive, punctuation stripped) and -2 otherwise.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections import deque
 from typing import Callable
@@ -25,6 +31,8 @@ from rlaif.engines.base import (
     ChoiceRequest,
     ChoiceResult,
     Completion,
+    ScoreRequest,
+    ScoreResult,
     ok_attempt,
 )
 
@@ -32,6 +40,16 @@ from rlaif.engines.base import (
 def _default_reply(request: ChatRequest) -> str:
     last_user = next((m["content"] for m in reversed(request.messages) if m["role"] == "user"), "")
     return f"reply to: {last_user[:60]}"
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in (re.sub(r"[^\w]", "", t).lower() for t in text.split()) if w]
+
+
+def overlap_score(request: ScoreRequest) -> list[float]:
+    """-1 per continuation word that the conversation contains, -2 per other word (the default score rule)."""
+    seen = {w for m in request.messages for w in _words(m["content"])}
+    return [-1.0 if w in seen else -2.0 for w in _words(request.continuation)] or [-2.0]
 
 
 class FakeEngine:
@@ -46,8 +64,14 @@ class FakeEngine:
         self._fail_keys: set[str] = set()
         self._fail_stages: set[str] = set()
         self._preference: tuple[str, float] = ("A", 0.75)
+        self.choice_rule: Callable[[ChoiceRequest], dict[str, float | None]] | None = None
+        self.score_rule: Callable[[ScoreRequest], list[float]] = overlap_score
+        self.structured = False  # True: choose() emits one choice, like a server without log-probs
+        self.structured_output: str | None = None  # what that emitted text is (default: the favourite)
+        self.special_tokens = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
         self.chat_requests: list[ChatRequest] = []
         self.choice_requests: list[ChoiceRequest] = []
+        self.score_requests: list[ScoreRequest] = []
 
     def enqueue(self, *replies: str) -> "FakeEngine":
         self._queue.extend(replies)
@@ -64,15 +88,19 @@ class FakeEngine:
         self._fail_stages.update(stages)
         return self
 
-    def _fails(self, request: ChatRequest | ChoiceRequest) -> bool:
+    def _fails(self, request: ChatRequest | ChoiceRequest | ScoreRequest) -> bool:
         return request.key in self._fail_keys or request.stage in self._fail_stages
+
+    @staticmethod
+    def _failure(started: float) -> list[Attempt]:
+        return [Attempt(1, "failed", 0.0, started, "fake failure")]
 
     async def chat(self, request: ChatRequest) -> Completion:
         started = time.time()
         self.chat_requests.append(request)
         if self._fails(request):
             return Completion(key=request.key, model=self.model, error="fake failure",
-                              attempts=[Attempt(1, "failed", 0.0, started, "fake failure")])
+                              attempts=self._failure(started))
         text = self._queue.popleft() if self._queue else self._reply(request)
         n_prompt = sum(len(m["content"].split()) for m in request.messages)
         return Completion(
@@ -86,13 +114,31 @@ class FakeEngine:
         self.choice_requests.append(request)
         if self._fails(request):
             return ChoiceResult(key=request.key, model=self.model, error="fake failure",
-                                attempts=[Attempt(1, "failed", 0.0, started, "fake failure")])
-        favourite, p = self._preference
-        others = [c for c in request.choices if c != favourite]
-        rest = (1.0 - p) / len(others) if others else 0.0
-        logprobs = {c: math.log(p if c == favourite else rest) for c in request.choices}
+                                attempts=self._failure(started))
+        logprobs = self.choice_rule(request) if self.choice_rule else self._preferred(request.choices)
+        output = None
+        if self.structured:  # the likeliest choice, or scripted raw text, and no probabilities
+            output = self.structured_output or max(logprobs, key=lambda c: logprobs[c] or -math.inf)
+            logprobs = {c: (0.0 if c == output else None) for c in request.choices}
         return ChoiceResult(key=request.key, model=self.model, logprobs=logprobs,
+                            method="structured" if self.structured else "logprobs", output=output,
                             prompt_tokens=len(request.prompt.split()), attempts=[ok_attempt(started)])
+
+    def _preferred(self, choices: tuple[str, ...]) -> dict[str, float | None]:
+        favourite, p = self._preference
+        others = [c for c in choices if c != favourite]
+        rest = (1.0 - p) / len(others) if others else 0.0
+        return {c: math.log(p if c == favourite else rest) for c in choices}
+
+    async def score(self, request: ScoreRequest) -> ScoreResult:
+        started = time.time()
+        self.score_requests.append(request)
+        if self._fails(request):
+            return ScoreResult(key=request.key, model=self.model, error="fake failure",
+                               attempts=self._failure(started))
+        return ScoreResult(key=request.key, model=self.model, token_logprobs=list(self.score_rule(request)),
+                           prompt_tokens=sum(len(m["content"].split()) for m in request.messages),
+                           attempts=[ok_attempt(started)])
 
     async def aclose(self) -> None:
         return None

@@ -14,7 +14,7 @@ Several base URLs are replicas: each request goes to the one with the fewest req
 ``choose`` reads the judge's answer from log-probs of the raw prompt's continuation (Bai et al. 2022,
 arXiv 2212.08073, section 4.1; Lee et al. 2023, arXiv 2309.00267, section 2.1), through ``/v1/completions``
 when the server has it, then chat ``top_logprobs``, and only as a last resort structured output, which gives a
-choice but no probability.
+choice but no probability. ``score`` (``openai_scoring.py``) gives a continuation's token log-probs.
 
 The ``openai`` client is imported inside the functions that use it, so importing this module stays cheap.
 """
@@ -31,12 +31,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from rlaif.engines.base import ERROR_CHARS, Attempt, ChatRequest, ChoiceRequest, ChoiceResult, Completion, one_line
 from rlaif.engines.openai_endpoint import wait_for_models
+from rlaif.engines.openai_scoring import ScoringMixin
 from rlaif.errors import EngineError
 
 if TYPE_CHECKING:
     from rlaif.config import Settings
 
 TOP_LOGPROBS = 20  # vLLM's default --max-logprobs: the most alternatives a server returns per position
+MAX_CHAIN = 4  # next-token reads spent on one multi-token choice before falling back to an echo request
 RETRY_STATUS = frozenset({408, 409, 429})  # besides every 5xx: timeouts, conflicts and rate limits pass
 NO_ENDPOINT_STATUS = frozenset({404, 405, 501})  # the server lacks /v1/completions: fall back to chat
 
@@ -84,7 +86,7 @@ class _LoopState:
         return self.replicas[index]
 
 
-class OpenAIEngine:
+class OpenAIEngine(ScoringMixin):
     """The engine protocol over one or more OpenAI-compatible endpoints (replicas of one model).
 
     Seeds are per request: each request's ``seed`` goes to the server, and vLLM gives every request its own
@@ -244,12 +246,30 @@ class OpenAIEngine:
         """Top log-probs of the first generated token after the raw prompt; None if the server cannot say.
 
         A choice missing from the top ``TOP_LOGPROBS`` (a multi-token choice such as "10", or an unlikely one)
-        is scored exactly by an echo request instead (``_echo_logprob``).
+        is read token by token (``_chained_logprob``), each step a next-token request on a longer prompt that
+        shares the cached prefix; only when that fails is it scored by an echo request (``_echo_logprob``).
         """
+        found = await self._next_top(request.prompt, attempts)
+        if found is None:
+            return None
+        top, prompt_tokens = found
+        result: dict[str, float | None] = {c: top.get(c) for c in request.choices}
+        missing = [c for c in request.choices if result[c] is None]
+        chained = await asyncio.gather(
+            *(self._chained_logprob(request.prompt, c, top, attempts) for c in missing), return_exceptions=True
+        )  # all finish before the result is built, so no attempt is appended after it
+        for choice, value in zip(missing, chained):
+            if isinstance(value, BaseException):
+                raise value
+            result[choice] = value
+        return result, prompt_tokens
+
+    async def _next_top(self, prompt: str, attempts: list[Attempt]) -> tuple[dict[str, float], int | None] | None:
+        """The top log-probs of the next token after raw ``prompt``; None when the server lacks completions."""
 
         async def send(client: Any) -> tuple[dict[str, float] | None, int | None]:
             response = await client.completions.create(
-                model=self.model, prompt=request.prompt, max_tokens=1, temperature=0, logprobs=TOP_LOGPROBS
+                model=self.model, prompt=prompt, max_tokens=1, temperature=0, logprobs=TOP_LOGPROBS
             )
             logprobs = _first_choice(response).logprobs
             top = logprobs.top_logprobs if logprobs is not None else None
@@ -261,18 +281,31 @@ class OpenAIEngine:
             if gave_up.status in NO_ENDPOINT_STATUS:
                 return None
             raise
-        if top is None:
-            return None
-        result: dict[str, float | None] = {c: top.get(c) for c in request.choices}
-        missing = [c for c in request.choices if result[c] is None]
-        echoed = await asyncio.gather(
-            *(self._echo_logprob(request.prompt, c, attempts) for c in missing), return_exceptions=True
-        )  # all finish before the result is built, so no attempt is appended after it
-        for choice, value in zip(missing, echoed):
-            if isinstance(value, BaseException):
-                raise value
-            result[choice] = value
-        return result, prompt_tokens
+        return None if top is None else (top, prompt_tokens)
+
+    async def _chained_logprob(self, prompt: str, choice: str, top: dict[str, float],
+                               attempts: list[Attempt]) -> float | None:
+        """log P(choice | prompt) as a product of next-token reads, echo only when a step cannot be read.
+
+        Each step takes the longest top token that continues the choice, then asks for the next token after
+        ``prompt`` plus what is spelt so far. The result follows one tokenization of the choice (the one the
+        server's top tokens spell); other spellings of the same text are left out, a small underestimate.
+        """
+        spelt, total = "", 0.0
+        for _ in range(MAX_CHAIN):
+            rest = choice[len(spelt):]
+            steps = [t for t in top if t and rest.startswith(t)]
+            if not steps:
+                break
+            token = max(steps, key=len)
+            spelt, total = spelt + token, total + top[token]
+            if spelt == choice:
+                return total
+            found = await self._next_top(prompt + spelt, attempts)
+            if found is None:
+                break
+            top = found[0]
+        return await self._echo_logprob(prompt, choice, attempts)
 
     async def _echo_logprob(self, prompt: str, choice: str, attempts: list[Attempt]) -> float | None:
         """log P(choice | prompt) from the prompt log-probs of ``prompt + choice`` (``echo=True``).

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import math
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,10 @@ from rlaif.engines.base import (
     ChoiceRequest,
     ChoiceResult,
     Completion,
+    Message,
     SamplingParams,
+    ScoreRequest,
+    ScoreResult,
     content_hash,
     ok_attempt,
 )
@@ -87,8 +91,13 @@ class TransformersEngine(BatchedEngine):
             self._generate_batch, max_batch=batch_size, group_key=_sampling_group, executor=self._executor
         )
         self._choices: MicroBatcher[ChoiceRequest, ChoiceResult] = MicroBatcher(
-            self._score_batch, max_batch=batch_size, executor=self._executor
+            self._choice_batch, max_batch=batch_size, executor=self._executor
         )
+        # Scoring keeps logits for every continuation token (vocabulary-wide), so its batches stay smaller.
+        self._scores: MicroBatcher[ScoreRequest, ScoreResult] = MicroBatcher(
+            self._score_batch, max_batch=min(batch_size, SCORE_BATCH), executor=self._executor
+        )
+        self.special_tokens = tuple(self._tokenizer.all_special_tokens)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TransformersEngine:
@@ -162,7 +171,11 @@ class TransformersEngine(BatchedEngine):
 
     def _render_chat(self, request: ChatRequest) -> str:
         """The prompt text of one chat: the tokenizer's own chat template, ending with the assistant's turn."""
-        return self._tokenizer.apply_chat_template(list(request.messages), tokenize=False, add_generation_prompt=True)
+        return self._render_messages(request.messages)
+
+    def _render_messages(self, messages: Sequence[Message]) -> str:
+        return self._tokenizer.apply_chat_template([dict(m) for m in messages], tokenize=False,
+                                                   add_generation_prompt=True)
 
     def _generate_options(self, params: SamplingParams) -> dict[str, Any]:
         """``generate`` keyword arguments for one batch's sampling options (greedy when temperature is 0)."""
@@ -181,9 +194,41 @@ class TransformersEngine(BatchedEngine):
             options.update(stop_strings=list(params.stop), tokenizer=self._tokenizer)
         return options
 
+    # --- scores ---------------------------------------------------------------------------------------------
+
+    def _score_batch(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        """Teacher forcing: one forward pass over ``template(messages) + continuation`` for the whole batch.
+
+        The continuation is tokenized on its own and appended to the templated prompt's ids, as generation would
+        emit it; each of its tokens is scored given everything before it. Requests about one conversation share
+        its templated prefix, which ``_prefill_shared_prefix`` runs through the model once.
+        """
+        started = time.time()
+        if self._model is None:
+            raise EngineError("the transformers engine is closed")
+        rows: list[list[int]] = []
+        reads: list[tuple[int, int, str, list[int]]] = []
+        prompt_tokens = []
+        for index, request in enumerate(requests):
+            prompt_ids = self._tokenizer(self._render_messages(request.messages), add_special_tokens=False)["input_ids"]
+            continuation = self._tokenizer(request.continuation, add_special_tokens=False)["input_ids"]
+            prompt_tokens.append(len(prompt_ids))
+            if continuation:
+                reads.append((index, len(rows), "", continuation))
+                rows.append(prompt_ids + continuation[:-1])
+        values: list[list[float]] = [[] for _ in requests]
+        for (index, *_), tokens in zip(reads, self._teacher_forced_tokens(rows, reads)):
+            values[index] = tokens
+        latency = time.time() - started
+        return [
+            ScoreResult(key=r.key, model=self.model, token_logprobs=v, prompt_tokens=n, latency_s=latency,
+                        attempts=[ok_attempt(started)])
+            for r, v, n in zip(requests, values, prompt_tokens)
+        ]
+
     # --- choices --------------------------------------------------------------------------------------------
 
-    def _score_batch(self, requests: list[ChoiceRequest]) -> list[ChoiceResult]:
+    def _choice_batch(self, requests: list[ChoiceRequest]) -> list[ChoiceResult]:
         """Log-prob of every choice of every request from one forward pass over all needed sequences.
 
         A one-token choice is read from the next-token distribution after its prompt. A longer choice is scored
@@ -248,27 +293,36 @@ class TransformersEngine(BatchedEngine):
         return prompt_ids, choice_ids
 
     def _teacher_forced_sums(self, rows: list[list[int]], reads: list[tuple[int, int, str, list[int]]]) -> list[float]:
-        """Sum of log-probs of each read's tokens; rows are left-padded so all of them end at the same position."""
+        """Sum of log-probs of each read's tokens (see ``_teacher_forced_tokens``)."""
+        return [math.fsum(values) for values in self._teacher_forced_tokens(rows, reads)]
+
+    def _teacher_forced_tokens(self, rows: list[list[int]], reads: list[tuple[int, int, str, list[int]]]
+                               ) -> list[list[float]]:
+        """Log-prob of each of a read's tokens, predicted at the row positions before it.
+
+        A read's ``ids`` are the last ``len(ids)`` tokens the row predicts: the row is ``prefix + ids[:-1]``, left
+        padded so that all rows end at the same position. Log-softmax runs one row at a time, so memory stays at
+        one row's ``keep x vocabulary`` floats beyond the logits themselves.
+        """
         import torch
 
         if not reads:
             return []
         keep = max(len(ids) for *_, ids in reads)  # only the last ``keep`` positions are ever read
+        out: list[list[float]] = []
         with torch.inference_mode():
-            logp = self._last_logprobs(rows, keep)
-            row_idx, pos_idx, tok_idx, owner = [], [], [], []
-            for read_no, (_, row, _, ids) in enumerate(reads):
-                for j, token in enumerate(ids):  # token j is predicted at kept position keep - len(ids) + j
-                    row_idx.append(row)
-                    pos_idx.append(keep - len(ids) + j)
-                    tok_idx.append(token)
-                    owner.append(read_no)
-            picked = logp[row_idx, pos_idx, tok_idx].double()
-            sums = torch.zeros(len(reads), dtype=torch.float64).index_add_(0, torch.tensor(owner), picked.cpu())
-        return sums.tolist()
+            logits = self._last_logits(rows, keep)
+            by_row: dict[int, Any] = {}
+            for _, row, _, ids in reads:  # token j is predicted at kept position keep - len(ids) + j
+                if row not in by_row:
+                    by_row[row] = logits[row].float().log_softmax(dim=-1)
+                positions = torch.arange(keep - len(ids), keep)
+                picked = by_row[row][positions, torch.tensor(ids)].double()
+                out.append(picked.cpu().tolist())
+        return out
 
-    def _last_logprobs(self, rows: list[list[int]], keep: int) -> torch.Tensor:
-        """Log-softmax over the vocabulary at the last ``keep`` positions of each row (all rows end together)."""
+    def _last_logits(self, rows: list[list[int]], keep: int) -> torch.Tensor:
+        """Logits over the vocabulary at the last ``keep`` positions of each row (all rows end together)."""
         ids, mask, cache = self._prefill_shared_prefix(rows, reserve=keep)
         cached = cache.get_seq_length() if cache is not None else 0
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # real tokens count from 0 whatever the padding
@@ -280,7 +334,7 @@ class TransformersEngine(BatchedEngine):
             logits_to_keep=keep,
             use_cache=cache is not None,
         )
-        return out.logits.float().log_softmax(dim=-1)
+        return out.logits
 
     def _prefill_shared_prefix(self, rows: list[list[int]], reserve: int) -> tuple[Any, Any, Any]:
         """Pad a batch for the model, running the prefix every row shares only once.
@@ -314,6 +368,7 @@ class TransformersEngine(BatchedEngine):
         return ids, mask, cache
 
 
+SCORE_BATCH = 8  # requests per scoring forward pass: logits of every continuation token are kept
 MIN_SHARED_PREFIX = 32  # tokens: below this, a separate prefix pass costs more than it saves
 
 

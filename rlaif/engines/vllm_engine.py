@@ -5,7 +5,8 @@ No server, no HTTP: concurrent ``chat``/``choose`` calls are gathered by a ``Mic
 transformers' ``generate``, vLLM takes one ``SamplingParams`` per request, so seeds are per request here: a
 seeded request gives the same text whatever shares its batch.
 
-``choose`` reads the judge's answer from log-probs rather than sampled text, the multiple-choice form of Bai et
+``score`` reads a continuation's token log-probs from ``prompt_logprobs``. ``choose`` reads the judge's answer
+from log-probs rather than sampled text, the multiple-choice form of Bai et
 al. 2022 (arXiv 2212.08073, section 4.1) and Lee et al. 2023 (arXiv 2309.00267, section 2.1), the same way as
 the OpenAI engine: the top log-probs after the raw prompt, and for a choice outside them (a multi-token "10")
 the prompt log-probs of ``prompt + choice``.
@@ -26,7 +27,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rlaif.engines.base import ChatRequest, ChoiceRequest, ChoiceResult, Completion, SamplingParams, ok_attempt
+from rlaif.engines.base import (
+    ChatRequest,
+    ChoiceRequest,
+    ChoiceResult,
+    Completion,
+    SamplingParams,
+    ScoreRequest,
+    ScoreResult,
+    ok_attempt,
+)
 from rlaif.engines.batching import BatchedEngine, MicroBatcher
 from rlaif.engines.openai_engine import TOP_LOGPROBS, choice_tail_logprob
 from rlaif.environment import prepare_environment
@@ -75,6 +85,10 @@ class VLLMEngine(BatchedEngine):
         self._choices: MicroBatcher[ChoiceRequest, ChoiceResult] = MicroBatcher(
             self._choice_batch, max_batch=max_batch, executor=self._executor
         )
+        self._scores: MicroBatcher[ScoreRequest, ScoreResult] = MicroBatcher(
+            self._score_batch, max_batch=max_batch, executor=self._executor
+        )
+        self.special_tokens = tuple(self._llm.get_tokenizer().all_special_tokens)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> VLLMEngine:
@@ -168,6 +182,38 @@ class VLLMEngine(BatchedEngine):
                 scores.append(scored.logprob if scored is not None else None)
             values.append(choice_tail_logprob(tokens, scores, choice))
         return values
+
+    def _score_batch(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        """Token log-probs of each continuation after its templated conversation, from ``prompt_logprobs``.
+
+        The conversation goes through the tokenizer's chat template (ending with the assistant's turn opened), the
+        continuation is tokenized on its own, and one ``generate`` call on the joined ids with ``prompt_logprobs=0``
+        returns each token's log-prob given those before it. Such requests skip the prefix cache (vllm PR #23399).
+        """
+        from vllm import SamplingParams as VLLMSamplingParams
+        from vllm.inputs import TokensPrompt
+
+        started = time.time()
+        llm = self._live()
+        tokenizer = llm.get_tokenizer()
+        joined, splits = [], []
+        for request in requests:
+            prompt_ids = list(tokenizer.apply_chat_template([dict(m) for m in request.messages], tokenize=True,
+                                                            add_generation_prompt=True))
+            if not isinstance(prompt_ids[0], int):  # transformers 5 may return a BatchEncoding-like mapping
+                prompt_ids = list(prompt_ids["input_ids"])  # type: ignore[index]
+            continuation = tokenizer(request.continuation, add_special_tokens=False)["input_ids"]
+            joined.append(prompt_ids + continuation)
+            splits.append(len(prompt_ids))
+        echo = VLLMSamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        outputs = llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in joined], echo, use_tqdm=False)
+        latency = time.time() - started
+        results = []
+        for request, ids, split, output in zip(requests, joined, splits, outputs):
+            values = [output.prompt_logprobs[i][ids[i]].logprob for i in range(split, len(ids))]
+            results.append(ScoreResult(key=request.key, model=self.model, token_logprobs=values, prompt_tokens=split,
+                                       latency_s=latency, attempts=[ok_attempt(started)]))
+        return results
 
     def _live(self) -> Any:
         if self._llm is None:

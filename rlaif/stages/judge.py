@@ -1,101 +1,117 @@
-"""Stage 3: the AI judge compares two responses, in both orders.
+"""Stage 3: the AI judge labels a pair of responses, under an ensemble of principles, in one of four modes.
 
-Bai et al. 2022 (arXiv 2212.08073, section 4.1) turn each comparison into a multiple-choice question ("Consider
-the following conversation ... Options: (A) ... (B) ... The answer is:") and read the preference from the
-feedback model's log-probabilities of the option letters, normalised over the options: a soft label, not a
-sampled verdict. Few-shot comparison examples are placed in front of the question.
-Lee et al. 2023 ("RLAIF", arXiv 2309.00267, section 2.1.1) found the judge prefers whichever answer it sees
-first, and cancel that position bias by judging both orders and averaging.
+Bai et al. 2022 (arXiv 2212.08073, section 4.1) turn each comparison into a multiple-choice question and read
+the preference from the feedback model's log-probabilities of the option letters, normalised over the options:
+a soft label, not a sampled verdict. They ensemble over principles sampled per comparison, and add a
+chain-of-thought variant whose probabilities they clamp to 40-60%. Lee et al. 2023 ("RLAIF", arXiv 2309.00267)
+judge both orders and average, which cancels position bias (section 2.1.1), and score single responses 1-10
+for direct rewards (d-RLAIF, section 2.2.2).
 
-Here: P(A) and P(B) come from ``engine.choose`` on the raw prompt (no chat template), so the letter is read
-exactly where the template's trailing "(" leaves it. The two orders are averaged so that
-p(a > b) = (P_A(a, b) + P_B(b, a)) / 2, which makes the swap exact: judging (b, a) gives 1 - p(a > b).
-Whether both orders agree is stored per pair.
+Kept here: all of that (``rlaif.judge.modes`` has one function per mode and says what each keeps and changes).
+Changed: the pair's identity is order-free (``Pair.make`` puts its responses in canonical order), so its
+principle draws are too, and judging (b, a) gives exactly 1 - p(a > b); a fourth mode, likelihood contrast,
+needs no letters at all, which is what a 135M model can do (docs/judge.md has the measurements); candidates are
+fenced and defused before they enter a prompt (``rlaif.judge.defences``); an engine without log-probs gives a
+recorded vote, never a made-up probability, and an unreadable answer is a row with NULLs and the raw output.
+
+``judge`` is the stage's entry point for the prefs flow; ``judge_pair``, ``draw_judge_principle`` and
+``pair_id`` keep the call of today's ``rlaif/pipeline.py`` working unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from dataclasses import dataclass
 
-from rlaif.constitution import Constitution, JudgePrinciple, render
-from rlaif.engines.base import ChoiceRequest, ChoiceResult, Engine, Message, choice_key, content_hash
+from rlaif.constitution import Constitution, JudgePrinciple
+from rlaif.engines.base import ChoiceResult, Engine, Message, content_hash, special_tokens_of
+from rlaif.errors import ConfigError
+from rlaif.judge import modes, prompts
+from rlaif.judge.config import JudgeConfig
+from rlaif.judge.defences import Guard
+from rlaif.judge.pairing import Candidate, Pair, pair_id
+from rlaif.judge.verdict import Judgement, Verdict
 
-STAGE = "judge"
-CHOICES = ("A", "B")
+__all__ = ["STAGE", "JudgeConfig", "Judgement", "Verdict", "combine", "draw_judge_principle",
+           "draw_judge_principles", "judge", "judge_pair", "judge_principle", "judge_prompt", "pair_id"]
 
-
-@dataclass
-class Verdict:
-    """Both orders of one comparison. ``p_a`` is the debiased probability that ``a`` is better."""
-
-    principle_id: str
-    ab: ChoiceResult  # a shown as (A)
-    ba: ChoiceResult  # a shown as (B)
-    p_a_ab: float | None
-    p_a_ba: float | None
-    p_a: float | None
-    consistent: bool | None
+STAGE = modes.STAGE
+CHOICES = modes.LETTERS
 
 
-def pair_id(prompt_id: str, response_a: str, response_b: str) -> str:
-    return content_hash("pair", prompt_id, response_a, response_b)
+def draw_judge_principles(constitution: Constitution, run_seed: int, pair: str, m: int) -> list[JudgePrinciple]:
+    """``m`` distinct judge principles for a pair, drawn by weight, seeded by the run seed and the pair alone.
+
+    Draws are sequential without replacement: each takes one of the remaining principles by weight. The first
+    draw is the single-principle draw of ``draw_judge_principle``.
+    """
+    remaining = list(constitution.judge_principles)
+    if not 1 <= m <= len(remaining):
+        raise ConfigError(f"principles must be between 1 and {len(remaining)} (the judge principles of "
+                          f"{constitution.name!r}), got {m}")
+    rng = random.Random(content_hash("judge-principle", run_seed, pair))
+    drawn = []
+    for _ in range(m):
+        choice = rng.choices(remaining, weights=[p.weight for p in remaining], k=1)[0]
+        drawn.append(choice)
+        remaining.remove(choice)
+    return drawn
 
 
 def draw_judge_principle(constitution: Constitution, run_seed: int, pair: str) -> JudgePrinciple:
     """One judge principle per pair, drawn by weight, seeded by the run seed and the pair alone."""
-    rng = random.Random(content_hash("judge-principle", run_seed, pair))
-    principles = constitution.judge_principles
-    return rng.choices(principles, weights=[p.weight for p in principles], k=1)[0]
+    return draw_judge_principles(constitution, run_seed, pair, 1)[0]
 
 
-def render_conversation(constitution: Constitution, messages: list[Message]) -> str:
-    """The conversation as text for the judge prompt; system turns are not shown to the judge."""
-    templates = constitution.templates
-    lines = []
-    for m in messages:
-        if m["role"] == "user":
-            lines.append(render(templates.human_turn, content=m["content"]))
-        elif m["role"] == "assistant":
-            lines.append(render(templates.assistant_turn, content=m["content"]))
-    return "\n\n".join(lines)
+async def judge_principle(engine: Engine, constitution: Constitution, principle: JudgePrinciple, pair: Pair,
+                          config: JudgeConfig, guard: Guard) -> Verdict:
+    """One principle's verdict on ``pair`` (canonical order) in ``config.mode``."""
+    if config.mode == "choice":
+        return await modes.choice_verdict(engine, constitution, principle, pair, guard)
+    if config.mode == "cot":
+        return await modes.cot_verdict(engine, constitution, principle, pair, guard, config)
+    if config.mode == "score":
+        return await modes.score_verdict(engine, constitution, principle, pair, guard, config)
+    return await modes.contrast_verdict(engine, constitution, principle, pair, guard, config)
+
+
+def guard_for(engine: Engine, constitution: Constitution) -> Guard:
+    """The injection defences for this constitution and the engine's chat special tokens."""
+    return Guard.build(constitution, special_tokens_of(engine))
+
+
+async def judge(engine: Engine, constitution: Constitution, pair: Pair, *, config: JudgeConfig | None = None,
+                run_seed: int = 0, guard: Guard | None = None) -> Judgement:
+    """Input: a pair. Output: a verdict per principle of its ensemble (``config.principles`` drawn for it).
+
+    Engine failures come back as verdicts with status ``failed`` (nothing to store; rerun to retry).
+    """
+    config = config or JudgeConfig()
+    guard = guard or guard_for(engine, constitution)
+    principles = draw_judge_principles(constitution, run_seed, pair.pair_id, config.principles)
+    verdicts = await asyncio.gather(*(judge_principle(engine, constitution, p, pair, config, guard)
+                                      for p in principles))
+    return Judgement(pair, tuple(verdicts), config)
+
+
+# --- the call of today's pipeline ----------------------------------------------------------------------------
 
 
 def judge_prompt(constitution: Constitution, principle: JudgePrinciple, conversation: list[Message],
-                 first: str, second: str) -> str:
-    """Input: a conversation and two candidate answers. Output: the raw multiple-choice prompt, exemplars first."""
-    t = constitution.templates
-    parts = []
-    for ex in constitution.fewshot.judge:
-        ex_principle = constitution.judge_principle(ex.principle)
-        ex_conversation = render_conversation(constitution, [{"role": "user", "content": ex.prompt}])
-        question = render(t.judge, conversation=ex_conversation, question=ex_principle.question,
-                          response_a=ex.response_a, response_b=ex.response_b)
-        parts.append(question + render(t.judge_answer, answer=ex.answer))
-    parts.append(render(t.judge, conversation=render_conversation(constitution, conversation),
-                        question=principle.question, response_a=first, response_b=second))
-    return t.judge_separator.join(parts)
-
-
-def choice_request(prompt_text: str, model: str, prompt_id: str | None) -> ChoiceRequest:
-    return ChoiceRequest(choice_key(prompt_text, CHOICES, model), prompt_text, CHOICES, STAGE, prompt_id)
+                 first: str, second: str, guard: Guard | None = None) -> str:
+    """Input: a conversation and two answers in slot order. Output: the raw multiple-choice prompt."""
+    guard = guard or Guard.build(constitution, special_tokens_of(None))
+    return prompts.choice_prompt(constitution, principle, conversation, first, second, guard)
 
 
 def combine(principle_id: str, ab: ChoiceResult, ba: ChoiceResult) -> Verdict:
     """Average the two orders: P_A with a first, and P_B with a second, both measure 'a is better'."""
-    p_ab = ab.probabilities()["A"] if ab.ok else None
-    p_ba = ba.probabilities()["B"] if ba.ok else None
-    if p_ab is None or p_ba is None:
-        return Verdict(principle_id, ab, ba, p_ab, p_ba, None, None)
-    consistent = (p_ab > 0.5) == (p_ba > 0.5) and p_ab != 0.5 and p_ba != 0.5
-    return Verdict(principle_id, ab, ba, p_ab, p_ba, (p_ab + p_ba) / 2, consistent)
+    return modes.read_orders(principle_id, "choice", ab, ba)
 
 
 async def judge_pair(engine: Engine, constitution: Constitution, principle: JudgePrinciple,
                      conversation: list[Message], a: str, b: str, prompt_id: str | None = None) -> Verdict:
-    """Judge ``a`` against ``b`` under one principle, in both orders."""
-    ab_req = choice_request(judge_prompt(constitution, principle, conversation, a, b), engine.model, prompt_id)
-    ba_req = choice_request(judge_prompt(constitution, principle, conversation, b, a), engine.model, prompt_id)
-    ab, ba = await asyncio.gather(engine.choose(ab_req), engine.choose(ba_req))
-    return combine(principle.id, ab, ba)
+    """Judge ``a`` against ``b`` under one principle, in both orders (choice mode); the verdict is about (a, b)."""
+    pair = Pair.make(prompt_id or "", conversation, Candidate(a), Candidate(b))
+    verdict = await modes.choice_verdict(engine, constitution, principle, pair, guard_for(engine, constitution))
+    return verdict.swapped() if pair.swapped else verdict

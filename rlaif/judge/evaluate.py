@@ -1,0 +1,251 @@
+"""``rlaif judge eval``: judge labelled pairs in one or more modes, measure agreement and biases, store it all.
+
+Every engine call goes through ``RecordingEngine`` into ``generations``/``attempts`` under a run of kind
+``judge-eval`` (so a rerun of the same eval answers from the database), then one ``judge_evals`` row per mode
+and one ``judge_eval_pairs`` row per pair and mode. The metrics are ``rlaif.judge.metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from rlaif.engines.base import content_hash
+from rlaif.judge.config import JudgeConfig, Mode
+from rlaif.judge.metrics import EvalRecord, Metric, evaluate
+from rlaif.judge.pairs_file import LabelledPair, read_pair_file
+from rlaif.judge.verdict import Judgement, Verdict
+
+if TYPE_CHECKING:
+    from rlaif.config import Settings
+    from rlaif.constitution import Constitution
+    from rlaif.engines.base import Engine
+    from rlaif.store import Store, Writer
+
+RUN_KIND = "judge-eval"
+
+
+@dataclass
+class ModeResult:
+    mode: Mode
+    metrics: dict[str, Metric]
+    pairs: int
+    decided: int
+    failed: int
+    seconds: float
+
+
+@dataclass
+class EvalReport:
+    run_id: str
+    pairs_source: str
+    judge_model: str
+    results: list[ModeResult] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """What ``--json`` prints."""
+        return {"run_id": self.run_id, "pairs_source": self.pairs_source, "judge_model": self.judge_model,
+                "modes": {r.mode: {"pairs": r.pairs, "decided": r.decided, "failed": r.failed,
+                                   "seconds": round(r.seconds, 2),
+                                   "metrics": {k: vars(m) for k, m in r.metrics.items()}} for r in self.results}}
+
+
+@dataclass
+class _Run:
+    run_id: str
+    writer: Writer
+    status: str = "completed"
+    error: str | None = None
+
+
+@contextmanager
+def recorded_run(store: Store, *, kind: str, params: dict, constitution: Constitution, engine: Engine,
+                 seed: int) -> Iterator[_Run]:
+    """A ``runs`` row around a block, with a background ``Writer``: the one place this module touches runs."""
+    from rlaif.pipeline import finish_run, new_run_id, start_run
+    from rlaif.store import Writer
+
+    run = _Run(new_run_id(), Writer(store, background=True))
+    start_run(store, run_id=run.run_id, kind=kind, params=params, constitution=constitution, engine=engine,
+              seed=seed)
+    try:
+        yield run
+        run.writer.close()
+    except BaseException as exc:
+        try:
+            run.writer.close()
+        except Exception as flush_exc:
+            exc.add_note(f"buffered rows were not written: {flush_exc}")
+        finish_run(store, run.run_id, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    finish_run(store, run.run_id, run.status, run.error)
+
+
+def oriented(labelled: LabelledPair, verdict: Verdict) -> Verdict:
+    """A verdict about (response_a, response_b) in the file's order."""
+    return verdict.swapped() if labelled.pair.swapped else verdict
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else None
+
+
+def pair_outcome(labelled: LabelledPair, judgement: Judgement) -> tuple[EvalRecord, dict]:
+    """Input: a labelled pair and its judgement. Output: its metrics record and its ``judge_eval_pairs`` values."""
+    verdicts = [oriented(labelled, v) for v in judgement.verdicts]
+    ok = [v for v in verdicts if v.status == "ok"]
+    a, b = labelled.given
+    record = EvalRecord(label_a=labelled.label == "A", p=_mean([v.p_a for v in ok]),
+                        p_first=_mean([v.p_a_ab for v in ok]), p_second=_mean([v.p_a_ba for v in ok]),
+                        vote=_mean([v.vote_a for v in ok]), len_a=len(a.text.strip()), len_b=len(b.text.strip()))
+    status = "ok" if record.decision is not None else "failed" if judgement.failed else "parse_failed"
+    from rlaif.judge.metrics import correct
+
+    values = {
+        "row": labelled.row, "pair_id": labelled.pair.pair_id, "label": labelled.label, "p_a": record.p,
+        "p_first": record.p_first, "p_second": record.p_second, "vote_a": record.vote,
+        "method": verdicts[0].method if verdicts else None, "status": status,
+        "consistent": None if record.p_first is None or record.p_second is None
+        else (record.p_first - 0.5) * (record.p_second - 0.5) > 0,
+        "correct": None if record.decision is None else correct(record.decision, record.label_a),
+        "len_a": record.len_a, "len_b": record.len_b,
+        "raw_output": next((v.raw for v in verdicts if v.raw), None) or next((v.error for v in verdicts if v.error),
+                                                                             None),
+        "judge_keys": json.dumps([v.keys for v in verdicts], sort_keys=True),
+    }
+    return record, values
+
+
+async def _judge_all(engine: Engine, constitution: Constitution, labelled: list[LabelledPair], config: JudgeConfig,
+                     run_seed: int, advance: Any) -> list[Judgement]:
+    from rlaif.stages.judge import guard_for, judge
+
+    guard = guard_for(engine, constitution)
+
+    async def one(lp: LabelledPair) -> Judgement:
+        judgement = await judge(engine, constitution, lp.pair, config=config, run_seed=run_seed, guard=guard)
+        advance(0)
+        return judgement
+
+    return list(await asyncio.gather(*(one(lp) for lp in labelled)))
+
+
+def _eval_row(run_id: str, result: ModeResult, source: str, engine: Engine, constitution: Constitution,
+              config: JudgeConfig) -> dict:
+    from rlaif.store import utcnow
+
+    row: dict[str, Any] = {
+        "eval_id": content_hash("judge-eval", run_id, result.mode), "run_id": run_id, "mode": result.mode,
+        "pairs_source": source, "judge_engine": engine.name, "judge_model": engine.model,
+        "constitution_name": constitution.name, "constitution_version": constitution.version,
+        "principles": config.principles, "judge_config": config.model_dump_json(), "pairs": result.pairs,
+        "decided": result.decided, "failed": result.failed, "seconds": result.seconds, "created_at": utcnow(),
+        "pairs_label_longer": result.metrics["when_label_longer"].n,
+        "pairs_label_shorter": result.metrics["when_label_shorter"].n,
+    }
+    for name, m in result.metrics.items():
+        row.update({name: m.value, f"{name}_lo": m.lo, f"{name}_hi": m.hi})
+    return row
+
+
+def run_judge_eval(settings: Settings, pairs: str, constitution: Constitution, modes: Sequence[Mode], *,
+                   config: JudgeConfig | None = None, limit: int | None = None, engine: Engine | None = None,
+                   show_progress: bool = False) -> EvalReport:
+    """Evaluate the feedback role's judge on a labelled pair file in each of ``modes``; store and return it."""
+    from rlaif.engines import create_engine
+    from rlaif.judge.calls import SharedCalls
+    from rlaif.progress import prompt_progress
+    from rlaif.recording import RecordingEngine
+    from rlaif.runner import open_store
+
+    labelled = list(read_pair_file(pairs, require_label=True, limit=limit))
+    source = labelled[0].source if labelled else str(pairs)
+    base = config or JudgeConfig()
+    store = open_store(settings)
+    engine = engine or create_engine(settings, role="feedback")
+    params = {"pairs": source, "modes": list(modes), "limit": limit, **base.model_dump(exclude={"mode"})}
+    report = EvalReport("", source, engine.model)
+    with recorded_run(store, kind=RUN_KIND, params=params, constitution=constitution, engine=engine,
+                      seed=settings.seed) as run:
+        report.run_id = run.run_id
+        for lp in labelled:
+            run.writer.add("prompts", _prompt_row(lp))
+        recorder = RecordingEngine(engine, run.writer, run_id=run.run_id, constitution_version=constitution.version)
+        recorder.preload(store, {lp.pair.prompt_id for lp in labelled})
+        shared = SharedCalls(recorder)
+
+        async def go(advance: Any) -> None:
+            try:
+                for mode in modes:
+                    config_m = base.model_copy(update={"mode": mode})
+                    started = time.perf_counter()
+                    judgements = await _judge_all(shared, constitution, labelled, config_m, settings.seed, advance)
+                    result = _store_mode(run, labelled, judgements, config_m, time.perf_counter() - started)
+                    run.writer.add("judge_evals", _eval_row(run.run_id, result, source, engine, constitution,
+                                                            config_m))
+                    report.results.append(result)
+            finally:
+                await engine.aclose()
+
+        with prompt_progress(len(labelled) * len(modes), enabled=show_progress, label="judging") as advance:
+            asyncio.run(go(advance))
+        if any(r.failed for r in report.results):
+            run.status, run.error = "partial", "some pairs could not be judged; rerun to retry the engine failures"
+    return report
+
+
+def _prompt_row(lp: LabelledPair) -> dict:
+    from rlaif.prompts import make_prompt
+
+    return make_prompt(list(lp.pair.messages), source=lp.source).as_row()
+
+
+def _store_mode(run: _Run, labelled: list[LabelledPair], judgements: list[Judgement], config: JudgeConfig,
+                seconds: float) -> ModeResult:
+    from rlaif.store import utcnow
+
+    records = []
+    for lp, judgement in zip(labelled, judgements):
+        record, values = pair_outcome(lp, judgement)
+        records.append(record)
+        run.writer.add("judge_eval_pairs", {"run_id": run.run_id, "mode": config.mode, "created_at": utcnow(),
+                                            **values})
+    decided = sum(r.decision is not None for r in records)
+    return ModeResult(config.mode, evaluate(records), len(records), decided, len(records) - decided, seconds)
+
+
+LABELS = {
+    "agreement": "agreement (both orders)", "agreement_first": "agreement, a in slot A only",
+    "agreement_second": "agreement, a in slot B only", "consistency": "position consistency",
+    "first_slot_rate": "first-slot rate", "brier": "Brier score", "ece": "ECE (10 bins)",
+    "longer": "baseline: always the longer", "shorter": "baseline: always the shorter",
+    "when_label_longer": "agreement, labelled is longer", "when_label_shorter": "agreement, labelled is shorter",
+}
+
+
+def _cell(m: Metric) -> str:
+    if m.value is None:
+        return "n/a"
+    return f"{m.value:.2f} [{m.lo:.2f}, {m.hi:.2f}]" if m.lo is not None else f"{m.value:.2f}"
+
+
+def format_report(report: EvalReport) -> str:
+    """The eval as a table: one column per mode, 95% intervals in brackets."""
+    modes = [r.mode for r in report.results]
+    width = max(len(label) for label in LABELS.values())
+    lines = [f"judge eval {report.run_id}: {report.judge_model} on {report.pairs_source}",
+             " " * width + "".join(f"  {m:<20}" for m in modes),
+             f"{'pairs (decided / failed)':<{width}}" + "".join(
+                 f"  {f'{r.pairs} ({r.decided} / {r.failed})':<20}" for r in report.results)]
+    for name, label in LABELS.items():
+        lines.append(f"{label:<{width}}" + "".join(f"  {_cell(r.metrics[name]):<20}" for r in report.results))
+    lines.append(f"{'seconds':<{width}}" + "".join(f"  {r.seconds:<20.1f}" for r in report.results))
+    lines.append("intervals: Wilson (proportions), bootstrap of the pairs (Brier, ECE); "
+                 f"SQL: SELECT * FROM judge_evals WHERE run_id = '{report.run_id}'")
+    return "\n".join(lines)

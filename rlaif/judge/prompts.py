@@ -1,0 +1,131 @@
+"""Judge prompts for every mode, built from the constitution's templates; no prompt text lives here.
+
+Each builder takes the conversation and candidate text(s) and returns the exact prompt (raw text) or messages
+the engine gets. Untrusted text goes through a ``Guard`` (``defences.py``) on the way in.
+
+Prefix sharing: the shipped ``templates.judge`` puts the exemplars, then the conversation, then both options,
+and the principle's question last. So every principle and both orders of a pair share the prompt up to the
+first option, and the two orders of one principle differ only from there; vLLM's prefix cache and the
+transformers engine's shared-prefix pass both reuse that prefix.
+"""
+
+from __future__ import annotations
+
+from rlaif.constitution import Constitution, JudgePrinciple, render
+from rlaif.engines.base import Message
+from rlaif.errors import ConfigError
+from rlaif.judge.defences import Guard
+from rlaif.judge.spec import Framing
+
+
+def render_conversation(constitution: Constitution, messages: list[Message] | tuple[Message, ...],
+                        guard: Guard) -> str:
+    """Input: a conversation. Output: its text for a judge prompt (system turns are not shown to the judge)."""
+    t = constitution.templates
+    lines = []
+    for m in messages:
+        template = {"user": t.human_turn, "assistant": t.assistant_turn}.get(m["role"])
+        if template is not None:
+            lines.append(render(template, content=guard.text(m["content"])))
+    return "\n\n".join(lines)
+
+
+def _question(constitution: Constitution, principle: JudgePrinciple, conversation: str, first: str,
+              second: str, template: str, guard: Guard) -> str:
+    return render(template, conversation=conversation, question=principle.question,
+                  response_a=guard.candidate(first), response_b=guard.candidate(second))
+
+
+def choice_prompt(constitution: Constitution, principle: JudgePrinciple, conversation: list[Message],
+                  first: str, second: str, guard: Guard) -> str:
+    """Input: a conversation and two candidates in slot order. Output: the raw multiple-choice prompt.
+
+    The paper's form (Bai et al. 2022, section 4.1): worked exemplars, each closed by its answer, then the
+    question, ending on the "(" before the answer letter.
+    """
+    t = constitution.templates
+    parts = []
+    for ex in constitution.fewshot.judge:
+        shown = render_conversation(constitution, [{"role": "user", "content": ex.prompt}], guard)
+        ex_principle = constitution.judge_principle(ex.principle)
+        question = _question(constitution, ex_principle, shown, ex.response_a, ex.response_b, t.judge, guard)
+        parts.append(question + render(t.judge_answer, answer=ex.answer))
+    shown = render_conversation(constitution, conversation, guard)
+    parts.append(_question(constitution, principle, shown, first, second, t.judge, guard))
+    return t.judge_separator.join(parts)
+
+
+def _required(value: str | None, field: str, constitution: Constitution, mode: str) -> str:
+    if value is None:
+        raise ConfigError(f"constitution {constitution.name!r} has no {field}, which --mode {mode} needs "
+                          "(see constitutions/harmless.yaml)")
+    return value
+
+
+def cot_prompt(constitution: Constitution, principle: JudgePrinciple, conversation: list[Message],
+               first: str, second: str, guard: Guard) -> str:
+    """Input: a conversation and two candidates in slot order. Output: the chain-of-thought request text.
+
+    Exemplars that carry a ``rationale`` are shown worked through: question, rationale, answer.
+    """
+    cot = _required(constitution.judge.cot, "judge.cot", constitution, "cot")
+    answer = _required(constitution.judge.cot_answer, "judge.cot_answer", constitution, "cot")
+    t = constitution.templates
+    parts = []
+    for ex in constitution.fewshot.judge:
+        if ex.rationale:
+            shown = render_conversation(constitution, [{"role": "user", "content": ex.prompt}], guard)
+            ex_principle = constitution.judge_principle(ex.principle)
+            question = _question(constitution, ex_principle, shown, ex.response_a, ex.response_b, cot, guard)
+            parts.append(f"{question} {ex.rationale.strip()}{answer}{render(t.judge_answer, answer=ex.answer)}")
+    shown = render_conversation(constitution, conversation, guard)
+    parts.append(_question(constitution, principle, shown, first, second, cot, guard))
+    return t.judge_separator.join(parts)
+
+
+def cot_answer_prompt(constitution: Constitution, cot_text: str, rationale: str, guard: Guard) -> str:
+    """Input: the chain-of-thought request and the model's rationale. Output: the raw prompt read for A/B."""
+    answer = _required(constitution.judge.cot_answer, "judge.cot_answer", constitution, "cot")
+    return f"{cot_text} {guard.text(rationale.strip())}{answer}"
+
+
+def rating_question(constitution: Constitution, principle: JudgePrinciple) -> str:
+    return _required(principle.rating_question, f"judge_principles[{principle.id}].rating_question",
+                     constitution, "score")
+
+
+def score_prompt(constitution: Constitution, principle: JudgePrinciple, conversation: list[Message],
+                 response: str, guard: Guard) -> str:
+    """Input: a conversation and one candidate. Output: the raw 1-10 rating prompt, ending on "(" (d-RLAIF)."""
+    template = _required(constitution.judge.score, "judge.score", constitution, "score")
+    shown = render_conversation(constitution, conversation, guard)
+    return render(template, conversation=shown, question=rating_question(constitution, principle),
+                  response=guard.candidate(response))
+
+
+def framings(constitution: Constitution, principle: JudgePrinciple) -> tuple[Framing, Framing]:
+    """The principle's (framing, baseline) for the likelihood-contrast mode, falling back to ``judge.contrast``."""
+    contrast = constitution.judge.contrast
+    framing = principle.framing or (contrast.framing if contrast else None)
+    baseline = principle.baseline or (contrast.baseline if contrast else None)
+    if framing is None or baseline is None:
+        _required(None, "judge.contrast (or a framing and baseline on every judge principle)", constitution,
+                  "contrast")
+    return framing, baseline  # type: ignore[return-value]
+
+
+def framed_messages(framing: Framing, conversation: list[Message], guard: Guard) -> tuple[Message, ...]:
+    """Input: a framing and a conversation ending with a user turn. Output: the framed chat messages.
+
+    The framing's system turn replaces any system turn of the conversation; its ``user`` template replaces the
+    last user turn (``{prompt}`` is that turn's text). Earlier turns are kept as they are.
+    """
+    turns = [m for m in conversation if m["role"] != "system"]
+    last = max((i for i, m in enumerate(turns) if m["role"] == "user"), default=None)
+    out: list[Message] = [{"role": "system", "content": framing.system}] if framing.system else []
+    for i, m in enumerate(turns):
+        content = guard.tokens(m["content"])
+        if i == last:
+            content = render(framing.user, prompt=content)
+        out.append({"role": m["role"], "content": content})
+    return tuple(out)
