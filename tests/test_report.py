@@ -33,10 +33,15 @@ PAIRS = [
     ("pair5", "honest", 0.9, 0.9, 90, 30),
     ("pair6", "harm", None, None, 10, 10),   # no verdict in either order
 ]
-EMPTY_SECTIONS = {"pref-canaries", "pref-judge-eval", "train-overopt"}
+EMPTY_SECTIONS = {"train-overopt"}
 FIGURES = {"gen-throughput", "gen-latency", "gen-flags", "gen-principles", "gen-lengths", "gen-sft-dataset",
            "pref-p-chosen",
-           "pref-position", "pref-length", "train-curves", "train-win-rate"}
+           "pref-position", "pref-length", "pref-canaries", "pref-judge-eval", "pref-calibration", "train-curves",
+           "train-win-rate"}
+# (mode, p_correct, correct) of the crafted canary checks; None: an unreadable answer
+CANARIES = [("choice", 0.8, True), ("choice", 0.7, True), ("choice", 0.3, False), ("choice", None, None),
+            ("contrast", 0.9, True), ("contrast", 0.95, True)]
+AGREEMENT = {"choice": (0.55, 0.42, 0.67), "contrast": (0.95, 0.85, 0.99)}
 TRAIN_STEPS = 20
 WIN = {"win_rate": 0.62, "win_rate_low": 0.51, "win_rate_high": 0.73, "lc_win_rate": 0.55, "lc_win_rate_low": 0.44,
        "lc_win_rate_high": 0.66}
@@ -154,7 +159,24 @@ def crafted_rows(prompt_ids: list[str]) -> dict[str, list[dict]]:
                                     "reason": "prompt longer than the context", "tokens": 9000,
                                     "context_length": 2048, "created_at": now}]}
     return {"attempts": attempts, "generations": generations, "row_flags": flags, "comparisons": comparisons,
-            "revisions": revisions, **skipped, **training_rows()}
+            "revisions": revisions, **skipped, **judge_rows(), **training_rows()}
+
+
+def judge_rows() -> dict[str, list[dict]]:
+    """Canary checks and a labelled judge evaluation in two modes (migration 005)."""
+    now = utcnow()
+    canaries = [{"canary_result_id": f"can{i}", "run_id": CRAFTED, "seq": i, "canary_id": f"canary-{i % 2}",
+                 "pair_id": "cp", "principle_id": "harm", "mode": mode, "status": "ok" if p else "parse_failed",
+                 "p_correct": p, "correct": correct, "consistent": correct, "judge_model": "judge",
+                 "constitution_version": "v1", "created_at": now} for i, (mode, p, correct) in enumerate(CANARIES)]
+    evals = [{"eval_id": f"eval-{mode}", "run_id": CRAFTED, "mode": mode, "pairs_source": "clear_pairs.jsonl",
+              "judge_model": "judge", "pairs": 20, "decided": 20, "failed": 0, "agreement": a, "agreement_lo": lo,
+              "agreement_hi": hi, "longer": 0.5, "longer_lo": 0.3, "longer_hi": 0.7, "created_at": now}
+             for mode, (a, lo, hi) in AGREEMENT.items()]
+    pairs = [{"run_id": CRAFTED, "mode": mode, "row": i + 1, "pair_id": f"ep{i}", "label": "AB"[i % 2],
+              "p_a": (0.9 if i % 2 == 0 else 0.1) if mode == "contrast" else 0.5 + 0.02 * i, "status": "ok",
+              "created_at": now} for mode in AGREEMENT for i in range(20)]
+    return {"canary_results": canaries, "judge_evals": evals, "judge_eval_pairs": pairs}
 
 
 def training_rows() -> dict[str, list[dict]]:
@@ -228,7 +250,6 @@ def test_every_section_is_drawn_or_says_in_one_line_why_not(report):
     for key in sorted(FIGURES):
         assert page.figures[key].startswith("data:image/png;base64,") and len(page.figures[key]) > 2000
     assert "migration 007 (issue #11)" in page.sections["train-overopt"]["text"]
-    assert "migration 005 (issue #9)" in page.sections["pref-judge-eval"]["text"]
 
 
 def test_generation_numbers_match_sql(db, report):
@@ -265,8 +286,9 @@ def test_generation_numbers_match_sql(db, report):
 def test_preference_numbers_match_sql(db, report):
     _, page = report
     chosen = [p for (p,) in sql(db, "SELECT p_chosen FROM preference_dataset")]
-    assert len(chosen) == page.stat("pairs") == 4  # pair1, 2, 3, 5: the tie and the unjudged pair are out
-    assert page.stat("mean_p_chosen") == pytest.approx(sum(chosen) / len(chosen)) == pytest.approx(0.75)
+    # pair2, 3, 5: the tie, the unjudged pair and pair1 (flagged: length_ratio) are left out
+    assert len(chosen) == page.stat("pairs") == 3
+    assert page.stat("mean_p_chosen") == pytest.approx(sum(chosen) / len(chosen)) == pytest.approx(2.2 / 3)
     both = sql(db, "SELECT p_a_ab, p_a_ba, consistent FROM comparisons WHERE p_a_ab IS NOT NULL")
     demo = demo_comparisons(db)
     assert len(both) == demo + 6  # the demo's comparisons and the 6 crafted ones judged in both orders
@@ -277,9 +299,23 @@ def test_preference_numbers_match_sql(db, report):
     assert "[" in page.sections["pref-position"]["text"]  # intervals are shown beside the rates
     ((longer, differ),) = sql(db, "SELECT count(*) FILTER (length(chosen) > length(rejected)), "
                                   "count(*) FILTER (length(chosen) <> length(rejected)) FROM preference_dataset")
-    assert page.stat("chosen_longer_rate") == pytest.approx(longer / differ) == pytest.approx(3 / 4)
+    assert page.stat("chosen_longer_rate") == pytest.approx(longer / differ) == pytest.approx(2 / 3)
     # the fake judge ties every demo pair; of the crafted ones, 5 are judged, 1 is a tie, 1 has no verdict
     assert (page.stat("judged_pairs"), page.stat("ties"), page.stat("unjudged_pairs")) == (demo + 5, demo + 1, 1)
+    assert page.stat("flagged_judgements") == sql(db, "SELECT count(*) FROM preference_candidates WHERE flagged")[0][0]
+
+
+def test_judge_numbers_match_sql(db, report):
+    _, page = report
+    ((checks, readable, correct),) = sql(db, "SELECT count(*), count(correct), count(*) FILTER (correct) "
+                                             "FROM canary_results")
+    assert page.stat("canary_checks") == checks == len(CANARIES)
+    assert page.stat("canary_correct_rate") == pytest.approx(correct / readable) == pytest.approx(4 / 5)
+    assert page.stat("canary_unreadable") == 1
+    assert page.table("canaries")["choice"][0] in ("canary-0", "canary-1")
+    for mode, (agreement, lo, hi) in AGREEMENT.items():
+        assert page.stat(f"agreement_{mode}") == agreement
+        assert f"{agreement:.3f} [{lo:.2f}, {hi:.2f}]" in [r[4] for r in page.tables["judge-eval-agreement"][1:]]
 
 
 def test_training_numbers_match_sql(db, report):
@@ -305,6 +341,7 @@ def test_a_run_report_covers_that_run_only(db, tmp_path):
     demo = demo_comparisons(db)
     assert f"{demo} judged pairs, {demo} of them ties" in page.sections["pref-p-chosen"]["text"]
     assert page.sections["train-runs"]["text"].endswith(f"No training runs in run {run_id}.")
+    assert page.sections["pref-canaries"]["text"].endswith(f"No canary checks in run {run_id}.")
     # the fake judge puts 0.75 on the letter A whatever it shows: always the first slot, never consistent
     assert (page.stat("first_slot_rate"), page.stat("position_consistency")) == (1.0, 0.0)
 

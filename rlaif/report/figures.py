@@ -73,6 +73,7 @@ def reliability(ax, curves: dict[str, list[tuple[float, float, int]]]) -> None:
         ax.plot([b[0] for b in bins], [b[1] for b in bins], marker="o", color=colour, label=name)
         for x, y, n in bins:
             ax.annotate(f"{n:,}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7, color=colour)
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted P(response_a better)", ylabel="observed frequency")
+    ax.set(xlim=(-0.03, 1.03), ylim=(-0.03, 1.03), xlabel="predicted P(response_a better)",
+           ylabel="observed frequency")  # a little room, so points at 0 and 1 show whole
     ax.set_aspect("equal")
     ax.legend(loc="upper left")

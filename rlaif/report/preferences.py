@@ -1,4 +1,4 @@
-"""Report sections on the preference data: p_chosen, position bias, length ratio, ties, canaries, judge evals.
+"""Report sections on the preference data: p_chosen, position bias, the length ratio, ties.
 
 Read from ``comparisons`` (one row per pair and principle, judged in both orders; Lee et al. 2023 section 2.1.1)
 and the ``preference_dataset`` view (per pair, principles averaged, ties left out).
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rlaif.report.data import in_run, one, pending, ratio, rows, scope, tables, wilson
+from rlaif.report.data import in_run, one, ratio, rows, scope, tables, wilson
 from rlaif.report.figures import COLOURS, counts_axis
 from rlaif.report.model import Note, Plot, Section, Stat
 
@@ -195,12 +195,4 @@ def ties(con: "Con", run_id: str | None) -> Section:
     ])
 
 
-def canaries(con: "Con", run_id: str | None) -> Section:
-    return pending(con, "pref-canaries", "Canary results", version=5, issue=9, what="canary results")
-
-
-def judge_eval(con: "Con", run_id: str | None) -> Section:
-    return pending(con, "pref-judge-eval", "Judge evaluation", version=5, issue=9, what="judge evaluations")
-
-
-SECTIONS = [p_chosen, position, length_ratio, ties, canaries, judge_eval]
+SECTIONS = [p_chosen, position, length_ratio, ties]

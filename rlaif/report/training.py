@@ -39,8 +39,8 @@ def train_runs(con: "Con", run_id: str | None) -> Section:
         return Section.nodata(key, title, absent)
     listed = rows(con, f"""
         SELECT run_id, kind, status, base_model, dataset, left(data_version, 10) AS version, train_rows,
-               eval_rows, steps_done, total_steps, resumes, device, precision, started_at, final_path,
-               left(error, 160) AS error
+               eval_rows, steps_done || ' / ' || total_steps AS steps, resumes, device || ' ' || precision AS device,
+               started_at, final_path, left(error, 160) AS error
         FROM train_runs WHERE {in_run()} ORDER BY started_at DESC LIMIT 30""", run_id)
     if not listed:
         return Section.nodata(key, title, f"No training runs in {scope(run_id)}.")
@@ -48,11 +48,11 @@ def train_runs(con: "Con", run_id: str | None) -> Section:
         Stat("train_runs", "training runs", len(listed)),
         Stat("train_completed", "completed", sum(r["status"] == "completed" for r in listed)),
         Table("train-runs", ["run", "kind", "status", "base model", "dataset", "data version", "train rows",
-                             "eval rows", "steps", "of", "resumes", "device", "precision", "started (UTC)",
-                             "model folder", "error"],
+                             "eval rows", "steps done", "resumes", "device", "started (UTC)", "model folder",
+                             "error"],
               [[r["run_id"], r["kind"], r["status"], r["base_model"], r["dataset"], r["version"], r["train_rows"],
-                r["eval_rows"], r["steps_done"], r["total_steps"], r["resumes"], r["device"], r["precision"],
-                r["started_at"], r["final_path"], r["error"]] for r in listed]),
+                r["eval_rows"], r["steps"], r["resumes"], r["device"], r["started_at"], r["final_path"],
+                r["error"]] for r in listed]),
     ])
 
 
