@@ -148,7 +148,7 @@ def crafted_rows(prompt_ids: list[str]) -> dict[str, list[dict]]:
             "prompt_id": prompt_ids[0], "principle_id": principle, "response_a": "a" * len_a,
             "response_b": "b" * len_b, "p_a_ab": ab, "p_a_ba": ba, "p_a": p_a, "consistent": consistent,
             "method": "logprobs", "judge_model": "judge", "constitution_name": "harmless",
-            "constitution_version": "v1", "created_at": now})
+            "constitution_version": "v1", "created_at": now, "mode": "cot" if pair == "pair3" else None})
     revisions = [{"chain_id": "000-hostile", "round": 1, "run_id": CRAFTED, "prompt_id": prompt_ids[1],
                   "principle_id": "harm", "original": "orig <b>", "before": "orig <b>",
                   "critique": HOSTILE_CRITIQUE, "revision": "fixed & safe", "constitution_name": "harmless",
@@ -297,6 +297,9 @@ def test_preference_numbers_match_sql(db, report):
     assert page.stat("first_slot_rate") == pytest.approx(first / decisive)
     assert page.stat("position_consistency") == pytest.approx(sum(bool(c) for *_, c in both) / len(both))
     assert "[" in page.sections["pref-position"]["text"]  # intervals are shown beside the rates
+    by_mode = page.table("position-by-mode")  # pair3 was judged with chain of thought, the rest by choice
+    assert set(by_mode) == {"choice", "cot"} and (int(by_mode["choice"][0]), int(by_mode["cot"][0])) == (
+        len(both) - 1, 1)
     ((longer, differ),) = sql(db, "SELECT count(*) FILTER (length(chosen) > length(rejected)), "
                                   "count(*) FILTER (length(chosen) <> length(rejected)) FROM preference_dataset")
     assert page.stat("chosen_longer_rate") == pytest.approx(longer / differ) == pytest.approx(2 / 3)

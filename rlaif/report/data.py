@@ -45,6 +45,12 @@ def tables(con: "duckdb.DuckDBPyConnection") -> set[str]:
     return {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
 
 
+def columns(con: "duckdb.DuckDBPyConnection", table: str) -> set[str]:
+    """Names of a table's columns (later migrations add some)."""
+    return {c for (c,) in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ?",
+                                      [table]).fetchall()}
+
+
 def missing(con: "duckdb.DuckDBPyConnection", *names: str) -> str | None:
     """A one-line note naming the tables this database lacks, or None when all are there.
 

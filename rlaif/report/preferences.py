@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rlaif.report.data import in_run, one, ratio, rows, scope, tables, wilson
+from rlaif.report.data import columns, in_run, one, ratio, rows, scope, tables, wilson
 from rlaif.report.figures import COLOURS, counts_axis
-from rlaif.report.model import Note, Plot, Section, Stat
+from rlaif.report.model import Note, Plot, Section, Stat, Table
 
 if TYPE_CHECKING:
     import duckdb
@@ -88,16 +88,20 @@ def _pairs(con: "Con", run_id: str | None) -> dict:
 def position(con: "Con", run_id: str | None) -> Section:
     """Position consistency and the first-slot rate, over comparisons judged in both orders."""
     key, title = "pref-position", "Position consistency and first-slot rate"
-    s = one(con, f"""
+    # From migration 005 a comparison has a judge mode; choice and chain-of-thought read both orders.
+    mode = "coalesce(mode, 'choice')" if "mode" in columns(con, "comparisons") else "'choice'"
+    per_mode = rows(con, f"""
         WITH c AS (
-            SELECT p_a_ab, p_a_ba, sign(p_a_ab - 0.5) * (abs(p_a_ab - 0.5) > {TIE})::INT AS ab,
+            SELECT {mode} AS mode, p_a_ab, p_a_ba,
+                   sign(p_a_ab - 0.5) * (abs(p_a_ab - 0.5) > {TIE})::INT AS ab,
                    sign(p_a_ba - 0.5) * (abs(p_a_ba - 0.5) > {TIE})::INT AS ba  -- +1 a preferred, 0 neither
             FROM comparisons WHERE {in_run()} AND p_a_ab IS NOT NULL AND p_a_ba IS NOT NULL)
-        SELECT count(*) AS n, count(*) FILTER (ab <> 0 AND ab = ba) AS consistent,
+        SELECT mode, count(*) AS n, count(*) FILTER (ab <> 0 AND ab = ba) AS consistent,
                count(*) FILTER (ab = 1) + count(*) FILTER (ba = -1) AS first_slot,
                count(*) FILTER (ab <> 0) + count(*) FILTER (ba <> 0) AS decisive,
-               avg(abs(p_a_ab - p_a_ba)) AS gap
-        FROM c""", run_id)
+               sum(abs(p_a_ab - p_a_ba)) AS gap
+        FROM c GROUP BY mode ORDER BY mode""", run_id)
+    s = {k: sum(m[k] for m in per_mode) for k in ("n", "consistent", "first_slot", "decisive", "gap")}
     if not s["n"]:
         return Section.nodata(key, title, f"No comparisons judged in both orders in {scope(run_id)}.")
     points = rows(con, f"""
@@ -114,8 +118,11 @@ def position(con: "Con", run_id: str | None) -> Section:
              wilson(s["consistent"], s["n"])),
         Stat("first_slot_rate", "first-slot rate", ratio(s["first_slot"], s["decisive"]), "{:.3f}",
              wilson(s["first_slot"], s["decisive"])),
-        Stat("order_gap", "mean gap between the orders", s["gap"], "{:.3f}",
+        Stat("order_gap", "mean gap between the orders", ratio(s["gap"], s["n"]), "{:.3f}",
              note="mean |P(a better | a first) - P(a better | a second)|"),
+        *([Table("position-by-mode", ["judge mode", "comparisons", "consistency", "first-slot rate", "mean gap"],
+                 [[m["mode"], m["n"], ratio(m["consistent"], m["n"]), ratio(m["first_slot"], m["decisive"]),
+                   ratio(m["gap"], m["n"])] for m in per_mode])] if len(per_mode) > 1 else []),
         Plot("pref-position", "P(a better) with a shown first against with a shown second, one point per "
              f"comparison{shown}. Consistent verdicts lie in the shaded quadrants; a judge that only reads the "
              "position sits at the lower right.", lambda fig: _draw_position(fig, points), size=(4.6, 4.0)),
