@@ -13,7 +13,7 @@ from rlaif.cli._app import app, echo, settings
 @app.command()
 def report(
     out: Path = typer.Option(..., help="HTML file to write (its folder is made if missing)."),
-    run: Optional[str] = typer.Option(None, help="Cover one run (its id in the runs table); default: every run."),
+    run: Optional[str] = typer.Option(None, help="Cover one run: an id from runs or train_runs (default: every run)."),
 ) -> None:
     """Write an HTML report of generation, preferences and training; print its path (opens offline)."""
     from rlaif.report import write_report
