@@ -26,7 +26,8 @@ PANELS = 12  # metric panels drawn; the rest are named in one line
 POINTS = 1000  # steps drawn per run at most (evenly strided); the stored rows are all kept
 # Metrics the issue asks to see first, in this order; any other metric follows alphabetically.
 FIRST = ("loss", "reward_accuracy", "accuracy", "reward_margin", "logp_margin", "kl", "reward", "length",
-         "reward_chosen", "reward_rejected", "perplexity", "brier", "ece", "lr", "grad_norm")
+         "reward_chosen", "reward_rejected", "perplexity", "brier", "ece", "lr", "grad_norm", "tokens_per_s")
+LAST = ("tokens", "step_s", "pairs", "answers")  # bookkeeping: drawn only if there is room
 PHASE_STYLE = {"step": {"linewidth": 1.1}, "train": {"linestyle": "--", "marker": "s", "markersize": 3},
                "eval": {"linestyle": ":", "marker": "o", "markersize": 3}}
 
@@ -57,7 +58,9 @@ def train_runs(con: "Con", run_id: str | None) -> Section:
 
 
 def _metric_order(name: str) -> tuple[int, str]:
-    return (FIRST.index(name) if name in FIRST else len(FIRST), name)
+    if name in FIRST:
+        return (FIRST.index(name), name)
+    return (len(FIRST) + 1 + LAST.index(name), name) if name in LAST else (len(FIRST), name)
 
 
 def curves(con: "Con", run_id: str | None) -> Section:
