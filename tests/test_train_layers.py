@@ -303,8 +303,8 @@ def test_checkpoints_register_prune_and_resume_deletes_later_metrics(tmp_path):
 
 
 def test_one_training_process_group_per_folder(tmp_path):
-    with tracking.run_lock(tmp_path), pytest.raises(ConfigError, match=r"is being trained by pid \d+"):
-        with tracking.run_lock(tmp_path):
-            pass
+    held = pytest.raises(ConfigError, match=r"is being trained by pid \d+")
+    with tracking.run_lock(tmp_path), held, tracking.run_lock(tmp_path):
+        pass
     with tracking.run_lock(tmp_path):  # released
         pass

@@ -34,7 +34,9 @@ def softplus_neg(z: float) -> float:
 
 
 def pair(p_chosen: float = 0.8) -> PairLogps:
-    t = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
+    def t(v: float) -> torch.Tensor:
+        return torch.tensor([v], dtype=torch.float64)
+
     return PairLogps(chosen=t(-10.0), rejected=t(-12.0), chosen_tokens=t(4.0), rejected_tokens=t(2.0),
                      p_chosen=t(p_chosen), ref_chosen=t(-11.0), ref_rejected=t(-11.0))
 

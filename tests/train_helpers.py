@@ -6,6 +6,7 @@ the real ones. Texts use the tiny model's word list so its tokenizer encodes the
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from rlaif.prompts import make_prompt
@@ -52,3 +53,19 @@ def metric(store: Store, run_id: str, name: str, phase: str = "step") -> list[fl
     rows = store.fetch("SELECT value FROM train_metrics WHERE run_id = ? AND phase = ? AND name = ? ORDER BY step",
                        [run_id, phase, name])
     return [r["value"] for r in rows]
+
+
+def eval_prompts_file(path: Path, count: int = 3) -> Path:
+    """A JSONL prompt file with ``count`` prompts of the eval split and as many of the train split."""
+    rows, evals, trains = [], 0, 0
+    for i in range(400):
+        prompt = make_prompt(f"tell me about the red bird number {i}")
+        if prompt.split == "eval" and evals < count:
+            evals += 1
+        elif prompt.split == "train" and trains < count:
+            trains += 1
+        else:
+            continue
+        rows.append(json.dumps({"prompt": prompt.text}))
+    path.write_text("\n".join(rows) + "\n")
+    return path

@@ -11,6 +11,7 @@ from rlaif.cli import report  # noqa: F401
 from rlaif.cli import generate  # noqa: F401
 from rlaif.cli import judge  # noqa: F401
 from rlaif.cli import prompts  # noqa: F401
+from rlaif.cli import train  # noqa: F401
 from rlaif.cli._app import app, main
 
 __all__ = ["app", "main"]

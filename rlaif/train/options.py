@@ -101,7 +101,7 @@ class DpoOptions(TrainOptions):
         return self.beta if self.beta is not None else DEFAULT_BETA[self.loss]
 
 
-def parse_options(cls: type[TrainOptions], values: dict[str, Any]) -> TrainOptions:
+def parse_options(cls: type[BaseModel], values: dict[str, Any], what: str = "training option") -> Any:
     """Build ``cls`` from ``values`` (None means "the default"); a bad value is one ``ConfigError`` line."""
     given = {k: v for k, v in values.items() if v is not None}
     try:
@@ -110,4 +110,4 @@ def parse_options(cls: type[TrainOptions], values: dict[str, Any]) -> TrainOptio
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "options"
         got = f" (got {err['input']!r})" if field != "options" and not isinstance(err["input"], dict) else ""
-        raise ConfigError(f"training option {field}: {err['msg']}{got}") from None
+        raise ConfigError(f"{what} {field}: {err['msg']}{got}") from None

@@ -208,15 +208,18 @@ def commit_checkpoint(store: Store, run_id: str, out_dir: Path, step: int, *, ke
     shutil.rmtree(final, ignore_errors=True)  # a checkpoint of this step from before a kill, never registered
     os.rename(staged, final)
     register_checkpoint(store, run_id, "resume", step, final)
-    with store.connect() as con:
-        con.execute("UPDATE train_runs SET steps_done = ? WHERE run_id = ?", [step, run_id])
     prune_checkpoints(store, run_id, keep=keep)
     return final
 
 
 def register_checkpoint(store: Store, run_id: str, kind: str, step: int, path: Path) -> None:
-    store.insert("train_checkpoints", [{"run_id": run_id, "kind": kind, "step": step, "path": str(Path(path).resolve()),
-                                        "bytes": _folder_bytes(path), "pruned": False, "created_at": utcnow()}])
+    """Register a complete checkpoint folder and move the run's ``steps_done`` to it, in one transaction."""
+    with store.connect() as con:
+        con.execute("BEGIN TRANSACTION")
+        con.execute("INSERT OR IGNORE INTO train_checkpoints VALUES (?, ?, ?, ?, ?, false, ?)",
+                    [run_id, kind, step, str(Path(path).resolve()), _folder_bytes(path), utcnow()])
+        con.execute("UPDATE train_runs SET steps_done = ? WHERE run_id = ?", [step, run_id])
+        con.execute("COMMIT")
 
 
 def latest_checkpoint(store: Store, run_id: str) -> tuple[int, Path] | None:
