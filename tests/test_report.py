@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -225,7 +226,9 @@ def db(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def report(db, tmp_path_factory) -> tuple[Path, Page]:
-    out = write_report(db, tmp_path_factory.mktemp("out") / "report.html")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # matplotlib's complaints (an empty legend, ...) are bugs here
+        out = write_report(db, tmp_path_factory.mktemp("out") / "report.html")
     return out, Page(out.read_text(encoding="utf-8"))
 
 

@@ -78,16 +78,18 @@ def lengths(con: "Con", run_id: str | None) -> Section:
         SELECT quantile_cont(g.completion_tokens, [0.25, 0.5, 0.75]) AS q, count(*) AS n
         FROM (SELECT DISTINCT response_key FROM revisions WHERE {in_run()}) r
         JOIN generations g ON g.key = r.response_key""", run_id)
+    counted = original["q"] is not None or any(r["critique"] or r["revision"] for r in per_round)
     return Section(key, title, [
         Note("Tokens as the engine counted them (completion_tokens). 'Unchanged' is the share of rounds whose "
-             "revision is identical to the text it revised."),
+             "revision is identical to the text it revised."
+             + ("" if counted else " These rounds have no generations rows, so no token counts to draw.")),
         Stat("original_median_tokens", "original answer, median tokens", _q(original["q"], 1), "{:,.1f}"),
         Stat("rounds", "critique/revision rounds", sum(r["chains"] for r in per_round)),
         Table("lengths", ["round", "chains", "critique median", "revision median", "unchanged"],
               [[r["round"], r["chains"], _q(r["critique"], 1), _q(r["revision"], 1), r["unchanged"]]
                for r in per_round], formats={"unchanged": "{:.0%}"}),
-        Plot("gen-lengths", "Median tokens per round, with the 25th-75th percentile band; the original answer "
-             "at round 0.", lambda fig: _draw_lengths(fig, original["q"], per_round)),
+        *([Plot("gen-lengths", "Median tokens per round, with the 25th-75th percentile band; the original "
+                "answer at round 0.", lambda fig: _draw_lengths(fig, original["q"], per_round))] if counted else []),
     ])
 
 
