@@ -331,7 +331,7 @@ def test_training_numbers_match_sql(db, report):
                               "AND phase = 'step' ORDER BY step DESC LIMIT 1")
     assert page.stat("final_loss") == pytest.approx(last_loss) == pytest.approx(0.5)
     assert page.stat("final_reward_accuracy") == pytest.approx(0.9)
-    assert "/tmp/dpo/final" in page.table("win-rates")
+    assert page.table("win-rates")["/tmp/dpo/final"][4:6] == ["0.620 [0.51, 0.73]", "0.550 [0.44, 0.66]"]
     assert page.stat("win_rate") == WIN["win_rate"] and page.stat("lc_win_rate") == WIN["lc_win_rate"]
     assert "[0.510, 0.730]" in page.sections["train-win-rate"]["text"]
 

@@ -148,17 +148,24 @@ def win_rate(con: "Con", run_id: str | None) -> Section:
         Stat("lc_win_rate", "length-controlled win rate (latest)", latest["lc_win_rate"], "{:.3f}",
              _pair(latest["lc_win_rate_low"], latest["lc_win_rate_high"])),
         Stat("winrate_prompts", "prompts judged (latest)", latest["prompts"]),
-        Table("win-rates", ["policy", "base", "judge", "split", "prompts", "win rate", "low", "high", "LC win rate",
-                            "LC low", "LC high", "wins", "ties", "losses", "policy length", "base length"],
-              [[e["policy"], e["base"], e["judge_model"], e["split"], e["prompts"], e["win_rate"],
-                e["win_rate_low"], e["win_rate_high"], e["lc_win_rate"], e["lc_win_rate_low"],
-                e["lc_win_rate_high"], e["wins"], e["ties"], e["losses"], e["mean_len_policy"],
+        Table("win-rates", ["policy", "base", "judge", "split", "prompts", "win rate [95%]", "length-controlled",
+                            "wins", "ties", "losses", "policy chars", "base chars"],
+              [[e["policy"], e["base"], e["judge_model"], e["split"], e["prompts"], _rate(e, "win_rate"),
+                _rate(e, "lc_win_rate"), e["wins"], e["ties"], e["losses"], e["mean_len_policy"],
                 e["mean_len_base"]] for e in evals]),
         Plot("train-win-rate", "Left: win rate and length-controlled win rate of each evaluation, with 95% "
              "intervals (0.5: no better than the base). Right, the latest evaluation: P(policy better) per prompt "
              "against how much longer the policy's answer was.", lambda fig: _draw_win(fig, evals, judged),
              size=(7.5, max(2.6, 0.5 * len(evals) + 1.4))),
     ])
+
+
+def _rate(e: dict, name: str) -> str | None:
+    """A rate with its interval as one cell: '0.620 [0.51, 0.73]'."""
+    if e[name] is None:
+        return None
+    lo, hi = e[f"{name}_low"], e[f"{name}_high"]
+    return f"{e[name]:.3f}" + ("" if lo is None or hi is None else f" [{lo:.2f}, {hi:.2f}]")
 
 
 def _pair(lo: float | None, hi: float | None) -> tuple[float, float] | None:
