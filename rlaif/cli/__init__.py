@@ -10,6 +10,7 @@ from rlaif.cli import core  # noqa: F401  (registers its commands)
 from rlaif.cli import generate  # noqa: F401
 from rlaif.cli import judge  # noqa: F401
 from rlaif.cli import prompts  # noqa: F401
+from rlaif.cli import report  # noqa: F401
 from rlaif.cli import rl  # noqa: F401
 from rlaif.cli import train  # noqa: F401
 from rlaif.cli import runs, schedule, shards  # noqa: F401

@@ -26,6 +26,7 @@ def demo(
     """A preset of `generate sft` on the built-in prompts (helpful ones unrevised), judge on; print counts and SQL."""
     from rlaif.cli.generate import execute, fail_if_partial, summary_text
     from rlaif.demo import demo_options, format_report
+    from rlaif.report import beside, write_report
 
     if all and limit is not None:
         raise UserError("give --limit N or --all, not both")
@@ -33,6 +34,7 @@ def demo(
                            max_tokens=max_tokens)
     summary = execute(options, kind="demo", prefect=prefect, progress=progress)
     echo(summary_text(summary) + "\n" + format_report(settings(), summary, options))
+    echo(f"\nreport of this run: {write_report(settings().db, beside(settings().db), run_id=summary['run_id'])}")
     fail_if_partial(summary)
 
 
