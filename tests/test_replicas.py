@@ -59,9 +59,9 @@ class SlottedServer(FakeServer):
     async def _answer(self, method, path, body):
         if method == "GET":
             return await super()._answer(method, path, body)
-        if not hasattr(self, "gate"):
-            self.gate = asyncio.Semaphore(self.slots)  # made on the server's own loop, at its first request
-        async with self.gate:
+        if getattr(self, "slot_gate", None) is None:  # not `gate`: the base server has a gate of its own
+            self.slot_gate = asyncio.Semaphore(self.slots)  # made on the server's own loop, at its first request
+        async with self.slot_gate:
             return await super()._answer(method, path, body)
 
 
