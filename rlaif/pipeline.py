@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from rlaif.quality import RowFlagger
     from rlaif.store import Store, Writer
 
-MAX_ERRORS_KEPT = 20  # the summary keeps the first failures' messages; all are in the attempts table
+MAX_ERRORS_KEPT = 20
+MAX_PENDING_ROWS = 8192  # the summary keeps the first failures' messages; all are in the attempts table
 
 
 @dataclass
@@ -79,9 +80,9 @@ class _Run:
         self.ctx, self.writer, self.flagger, self.judge = ctx, writer, flagger, judge
         self.stored = StoredResults(store)
         self.policy = RecordingEngine(engines.policy, writer, run_id=ctx.run_id,
-                                      constitution_version=ctx.constitution.version, stored=self.stored)
+                                      constitution_version=ctx.constitution_version, stored=self.stored)
         self.feedback = self.policy if engines.shared else RecordingEngine(
-            engines.feedback, writer, run_id=ctx.run_id, constitution_version=ctx.constitution.version,
+            engines.feedback, writer, run_id=ctx.run_id, constitution_version=ctx.constitution_version,
             stored=self.stored)
         self.summary = RunSummary(run_id=ctx.run_id)
 
@@ -200,7 +201,9 @@ async def run_chains(
     gate = asyncio.Semaphore(window)
     running: set[asyncio.Task] = set()
     started = time.perf_counter()
-    max_pending = 16 * writer.max_rows  # rows buffered before new chains wait for DuckDB to catch up
+    # Rows buffered before new chains wait for DuckDB to catch up. A flush costs ~0.2 s however few rows it holds
+    # (open, commit, checkpoint on close), so the writer keeps up by taking bigger batches, up to this bound.
+    max_pending = MAX_PENDING_ROWS
 
     async def one(prompt: "PromptRow") -> None:
         try:

@@ -42,6 +42,7 @@ _MIGRATIONS_DDL = """CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_at TIMESTAMP NOT NULL
 )"""
 _FRAME = "_rlaif_frame"  # name under which an Arrow frame is registered for one statement
+_CHUNK_ROWS = 2048  # rows per INSERT statement
 _BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.01, 0.25  # lock retries: start fast, never sleep long (readers get in)
 # Columns of `runs` that change after a run starts; the rest is fixed at the first insert.
 _RUN_UPDATES = {
@@ -168,23 +169,33 @@ class Store:
             raise StoreError(f"table {table} has no column {extra[0]!r}; columns: {', '.join(schema.names)}")
         arrays = []
         for field in schema:  # column by column, so a bad value names its column
+            values = [row.get(field.name) for row in rows]
             try:
-                arrays.append(pa.array([row.get(field.name) for row in rows], type=field.type))
-            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+                if _is_list_of_structs(field.type):
+                    arrays.append(_list_of_structs(values, field.type))
+                else:
+                    arrays.append(pa.array(values, type=field.type))
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, AttributeError, TypeError) as exc:
                 raise StoreError(f"{table}.{field.name}: cannot store as {field.type}: {error_line(exc)}") from exc
         return pa.Table.from_arrays(arrays, schema=schema)
 
     # -- writes -------------------------------------------------------------------------------------------
 
     def _insert(self, con: duckdb.DuckDBPyConnection, table: str, rows: list[dict]) -> int:
-        if not rows:
-            return 0
-        con.register(_FRAME, self._frame(con, table, rows))  # replaces the previous table's frame
-        try:
-            (count,) = con.execute(f"INSERT OR IGNORE INTO {_quote(table)} BY NAME SELECT * FROM {_FRAME}").fetchone()
-        except duckdb.ConstraintException as exc:
-            raise StoreError(f"cannot write {len(rows)} rows to {table}: {error_line(exc)}") from exc
-        return int(count)
+        """Insert in statements of at most ``_CHUNK_ROWS`` rows: one transaction still, but the Arrow frame and
+        DuckDB's working memory stay bounded however many rows a flush holds."""
+        count = 0
+        for start in range(0, len(rows), _CHUNK_ROWS):
+            chunk = rows[start : start + _CHUNK_ROWS]
+            con.register(_FRAME, self._frame(con, table, chunk))  # replaces the previous frame
+            try:
+                (new,) = con.execute(f"INSERT OR IGNORE INTO {_quote(table)} BY NAME SELECT * FROM {_FRAME}").fetchone()
+            except duckdb.ConstraintException as exc:
+                raise StoreError(f"cannot write {len(rows)} rows to {table}: {error_line(exc)}") from exc
+            count += int(new)
+        if rows:
+            con.unregister(_FRAME)
+        return count
 
     def insert(self, table: str, rows: list[dict]) -> int:
         """Insert rows in one short transaction, skipping keys already stored; returns how many were new."""
@@ -248,6 +259,33 @@ class Store:
                 f"SELECT DISTINCT f.k FROM {_FRAME} f JOIN {_quote(table)} t ON t.{_quote(column)} = f.k"
             ).fetchall()
         return {k for (k,) in found}
+
+
+def _is_list_of_structs(arrow_type: Any) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_list(arrow_type) and pa.types.is_struct(arrow_type.value_type)
+
+
+def _list_of_structs(values: list, arrow_type: Any) -> Any:
+    """A ``STRUCT(...)[]`` column (``messages``) built field by field: ~5x faster than ``pa.array`` on a list of
+    lists of dicts, which matters because every chat row holds its whole conversation, exemplars included."""
+    import pyarrow as pa
+
+    fields = list(arrow_type.value_type)
+    columns: list[list] = [[] for _ in fields]
+    offsets, nulls = [0], []
+    for value in values:
+        nulls.append(value is None)
+        if value is not None:
+            for column, f in zip(columns, fields):
+                column.extend([item.get(f.name) for item in value])
+            offsets.append(offsets[-1] + len(value))
+        else:
+            offsets.append(offsets[-1])
+    struct = pa.StructArray.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, fields)], fields=fields)
+    mask = pa.array(nulls, type=pa.bool_()) if any(nulls) else None
+    return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), struct, type=arrow_type, mask=mask)
 
 
 def _migration_files() -> list[tuple[int, str, Path]]:
@@ -325,7 +363,8 @@ class Writer:
         if not due:
             return
         if self._thread is not None:
-            self._wake.set()
+            if not self._wake.is_set():  # setting it again while a flush runs would only cost a lock round
+                self._wake.set()
         else:
             self.flush()
 
