@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from rlaif.store import Store, Writer
 
 MAX_ERRORS_KEPT = 20
-MAX_PENDING_ROWS = 8192  # the summary keeps the first failures' messages; all are in the attempts table
+MAX_PENDING_ROWS = 16384  # the summary keeps the first failures' messages; all are in the attempts table
 
 
 @dataclass
@@ -224,8 +224,9 @@ async def run_chains(
         await asyncio.to_thread(run.stored.load, [p.prompt_id for p in batch])
         for prompt in batch:
             await gate.acquire()
-            while writer.pending > max_pending:
-                await asyncio.sleep(0.01)
+            if writer.pending > max_pending:
+                # Wait for DuckDB off the loop (in-flight chains go on); raises if the rows cannot be written.
+                await asyncio.to_thread(writer.flush)
             run.summary.prompts += 1
             task = asyncio.create_task(one(prompt))
             running.add(task)

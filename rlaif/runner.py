@@ -30,6 +30,9 @@ except ImportError:  # until the sources branch merges: the same contract over J
     from rlaif._sources_fallback import check_prompts, read_prompts  # type: ignore[assignment]
 
 
+WRITER_MEMORY_MB = 64  # DuckDB memory during a flush; doubles on demand when a database's indexes need more
+
+
 @dataclass(frozen=True)
 class Plan:
     """A validated run, nothing written yet. ``options.seed`` is filled in; ``total`` sizes the progress bar."""
@@ -103,7 +106,9 @@ def run_sft(
                      params=options.sampling(), config_hash=start.config_hash, rounds=options.rounds,
                      context=options.context)
     flagger = RowFlagger(start.run_id, settings.flags, plan.refusal_patterns)
-    writer = Writer(store, background=True)  # flushes never stall the event loop
+    # Flushes run on their own thread, so they never stall the event loop; DuckDB's cache is capped during them
+    # so the run's memory does not grow with the database file (Writer._write_bounded).
+    writer = Writer(store, background=True, memory_limit_mb=WRITER_MEMORY_MB)
     roles = (settings.policy, settings.feedback)
     window = max(max(2 * r.concurrency, 2 * r.batch_size) for r in roles)
     source = read_prompts(options.prompts, db=settings.db, **_source_args(options))

@@ -43,6 +43,7 @@ _MIGRATIONS_DDL = """CREATE TABLE IF NOT EXISTS schema_migrations (
 )"""
 _FRAME = "_rlaif_frame"  # name under which an Arrow frame is registered for one statement
 _CHUNK_ROWS = 2048  # rows per INSERT statement
+_MEMORY_LIMIT_MAX_MB = 64 * 1024  # a Writer's memory cap doubles on out-of-memory up to this
 _BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.01, 0.25  # lock retries: start fast, never sleep long (readers get in)
 # Columns of `runs` that change after a run starts; the rest is fixed at the first insert.
 _RUN_UPDATES = {
@@ -201,15 +202,18 @@ class Store:
         """Insert rows in one short transaction, skipping keys already stored; returns how many were new."""
         return self.write({table: rows})[table]
 
-    def write(self, batches: dict[str, list[dict]]) -> dict[str, int]:
+    def write(self, batches: dict[str, list[dict]], *, memory_limit_mb: int | None = None) -> dict[str, int]:
         """Insert into several tables in ONE transaction: all batches are stored, or none is.
 
         Returns the number of new rows per table (rows whose key was already stored are skipped).
+        ``memory_limit_mb`` caps DuckDB's memory for this write (see ``Writer``).
         """
         counts: dict[str, int] = {table: 0 for table in batches}
         if not any(batches.values()):
             return counts
         with self.connect() as con:
+            if memory_limit_mb is not None:
+                con.execute(f"SET memory_limit = '{int(memory_limit_mb)}MB'")
             con.execute("BEGIN TRANSACTION")
             try:
                 for table, rows in batches.items():
@@ -329,8 +333,10 @@ class Writer:
     if the rows still cannot be written.
     """
 
-    def __init__(self, store: Store, *, max_rows: int = 256, max_age_s: float = 1.0, background: bool = False):
+    def __init__(self, store: Store, *, max_rows: int = 256, max_age_s: float = 1.0, background: bool = False,
+                 memory_limit_mb: int | None = None):
         self.store, self.max_rows, self.max_age_s = store, max_rows, max_age_s
+        self.memory_limit_mb = memory_limit_mb  # DuckDB's cap during flushes; None: DuckDB's default
         self._lock = threading.Lock()  # guards the buffer; never held while writing
         self._writing = threading.Lock()  # one flush at a time
         self._buffer: dict[str, list[dict]] = {}
@@ -396,7 +402,7 @@ class Writer:
             self._buffer, self._count, self._first_at = {}, 0, None
             self._in_flight = taken
         try:
-            counts = self.store.write(batch)
+            counts = self._write_bounded(batch)
         except BaseException:
             with self._lock:
                 for table, rows in self._buffer.items():
@@ -407,6 +413,21 @@ class Writer:
         with self._lock:
             self._in_flight = 0
         return counts
+
+    def _write_bounded(self, batch: dict[str, list[dict]]) -> dict[str, int]:
+        """Write under ``memory_limit_mb``, doubling it (and retrying) when DuckDB runs out.
+
+        DuckDB caches data blocks up to 80% of RAM by default, and a flush into a large file touches many (its
+        checkpoint on close rewrites segments and indexes), so without a cap a run's peak memory grows with the
+        file. The cap bounds that cache; the indexes, which must stay resident, raise it when they need to.
+        """
+        while True:
+            try:
+                return self.store.write(batch, memory_limit_mb=self.memory_limit_mb)
+            except duckdb.OutOfMemoryException:
+                if self.memory_limit_mb is None or self.memory_limit_mb >= _MEMORY_LIMIT_MAX_MB:
+                    raise
+                self.memory_limit_mb *= 2
 
     def _background(self) -> None:
         while True:
