@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from rlaif.quality import RowFlagger
     from rlaif.store import Store, Writer
 
-MAX_ERRORS_KEPT = 20
-MAX_PENDING_ROWS = 16384  # the summary keeps the first failures' messages; all are in the attempts table
+MAX_ERRORS_KEPT = 20  # the summary keeps the first failures' messages; all are in the attempts table
+MAX_PENDING_ROWS = 16_384
 
 
 @dataclass

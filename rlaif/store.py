@@ -423,6 +423,8 @@ class Writer:
         """
         while True:
             try:
+                if self.memory_limit_mb is None:
+                    return self.store.write(batch)
                 return self.store.write(batch, memory_limit_mb=self.memory_limit_mb)
             except duckdb.OutOfMemoryException:
                 if self.memory_limit_mb is None or self.memory_limit_mb >= _MEMORY_LIMIT_MAX_MB:
