@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rlaif.recording import RecordingEngine, StoredResults
+from rlaif.sources import BadRow
 from rlaif.stages import RunContext, skipped_row
 from rlaif.stages.compare_revision import judge_revision
 from rlaif.stages.critique_revise import critique_revise, revision_rows
@@ -68,10 +69,6 @@ class RunSummary:
         return {**asdict(self), "tokens_per_s": round(self.tokens_per_s, 1)}
 
 
-def is_helpful(prompt: "PromptRow") -> bool:
-    return bool(getattr(prompt, "helpful", False))
-
-
 class _Run:
     """The state one run's chains share: engines (recorded), writer, flagger, counters."""
 
@@ -114,7 +111,7 @@ class _Run:
                                                               response.overflow)])
         if response.error is not None:
             return self.failed(prompt, "respond", response.error)
-        helpful = is_helpful(prompt)
+        helpful = prompt.helpful
         self.write("responses", [response_row(ctx, response, helpful=helpful)])
         self.write("row_flags", self.flagger.response(response))
         original = response.text
@@ -164,7 +161,7 @@ def _batches(source: Iterable[Any], size: int, limit: int | None, run: _Run) -> 
     batch: list["PromptRow"] = []
     taken = 0
     for item in source:
-        if not hasattr(item, "prompt_id"):  # a BadRow (rlaif.sources): recorded and skipped
+        if isinstance(item, BadRow):  # recorded with its reason and skipped (--skip-bad-rows)
             run.summary.bad_rows += 1
             run.write("bad_rows", [item.as_row(run.ctx.run_id)])
             continue

@@ -6,14 +6,10 @@ A prompt's id is the hash of its conversation, so the same prompt from two sourc
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
 from rlaif.engines.base import Message, content_hash
-from rlaif.errors import ConfigError
 from rlaif.resources import package_file
 
 EVAL_FRACTION_PERCENT = 10  # prompts whose id falls in the first 10% of the hash space are held out
@@ -21,12 +17,17 @@ EVAL_FRACTION_PERCENT = 10  # prompts whose id falls in the first 10% of the has
 
 @dataclass(frozen=True)
 class PromptRow:
-    """One prompt: ``messages`` is the conversation the assistant answers (ending with a user turn)."""
+    """One prompt: ``messages`` is the conversation the assistant answers (ending with a user turn).
+
+    ``helpful`` marks a prompt whose answer is kept unrevised (the paper mixes such helpfulness samples into its
+    SFT set). It is not part of ``prompt_id``: the id is the conversation's content hash alone.
+    """
 
     prompt_id: str
     messages: tuple[Message, ...]
     source: str = ""
     category: str | None = None
+    helpful: bool = False
 
     @property
     def text(self) -> str:
@@ -38,57 +39,36 @@ class PromptRow:
 
     def as_row(self) -> dict:
         """The ``prompts`` table row."""
+        from rlaif.store import utcnow  # here, not at the top: rlaif.store loads duckdb
+
         return {
             "prompt_id": self.prompt_id, "text": self.text, "messages": [dict(m) for m in self.messages],
-            "source": self.source, "split": self.split, "created_at": datetime.now(timezone.utc),
+            "source": self.source, "split": self.split, "created_at": utcnow(),
         }
 
 
-def make_prompt(text_or_messages: str | list[Message], source: str = "", category: str | None = None) -> PromptRow:
-    """Build a prompt row from a plain string or a conversation."""
+def make_prompt(text_or_messages: str | list[Message], source: str = "", category: str | None = None,
+                helpful: bool = False) -> PromptRow:
+    """Build a prompt row from a plain string or a conversation (only each turn's role and content are kept)."""
     if isinstance(text_or_messages, str):
         messages: tuple[Message, ...] = ({"role": "user", "content": text_or_messages},)
     else:
         messages = tuple({"role": m["role"], "content": m["content"]} for m in text_or_messages)
-    return PromptRow(content_hash("prompt", list(messages)), messages, source, category)
+    return PromptRow(content_hash("prompt", list(messages)), messages, source, category, helpful)
 
 
 def demo_prompts_path() -> Path:
     return package_file("data", "demo_prompts.jsonl")
 
 
-def read_jsonl_prompts(path: Path, column: str = "prompt") -> Iterator[PromptRow]:
-    """Prompts from a JSONL file whose lines hold ``column`` (a string) or ``messages`` (a conversation)."""
-    name = path.name
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such prompt file") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{name}:{number}: not valid JSON ({exc.msg})") from None
-        value = record.get(column, record.get("messages")) if isinstance(record, dict) else None
-        if not value:
-            raise ConfigError(f"{name}:{number}: expected a {column!r} string or a 'messages' list")
-        yield make_prompt(value, source=str(path), category=record.get("category"))
-
-
 def load_prompts(path: Path | None = None, *, limit: int | None = None) -> list[PromptRow]:
-    """Read prompts (the shipped demo set by default), collapsing duplicates, keeping the first ``limit``."""
-    seen: set[str] = set()
-    rows: list[PromptRow] = []
-    for row in read_jsonl_prompts(path or demo_prompts_path()):
-        if row.prompt_id in seen:
-            continue
-        seen.add(row.prompt_id)
-        rows.append(row)
-        if limit is not None and len(rows) >= limit:
-            break
-    return rows
+    """The first ``limit`` prompts of a JSONL file (the shipped demo set by default), duplicates collapsed.
 
+    A thin wrapper over ``rlaif.sources.read_prompts`` for callers that want a list. In the demo set, rows whose
+    ``category`` is ``helpful`` come out ``helpful=True``: the demo keeps its helpfulness prompts' answers
+    unrevised. Other files are read with the defaults (column ``prompt`` or ``messages``, none helpful).
+    """
+    from rlaif.sources import read_prompts
+
+    demo = path is None or Path(path).resolve() == demo_prompts_path().resolve()
+    return list(read_prompts(path or demo_prompts_path(), helpful_column="category" if demo else None, limit=limit))

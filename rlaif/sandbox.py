@@ -12,14 +12,18 @@ import io
 import json
 import re
 import threading
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
 
 from rlaif.errors import ConfigError, StoreError
 from rlaif.store import Store, error_line
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 SANDBOX_CONFIG: dict[str, Any] = {
     "enable_external_access": False,  # no files, no network: only the database itself
@@ -116,6 +120,28 @@ def sandbox_rows(
         finally:
             timer.cancel()
     return columns, rows[:max_rows], len(rows) > max_rows
+
+
+def sandbox_batches(
+    db: str | Path, sql: str, *, batch_rows: int = 1024, timeout_s: float = 60.0
+) -> Iterator[pa.RecordBatch]:
+    """Run one read-only query in the sandbox and yield its result as Arrow record batches of ``batch_rows``.
+
+    The same guard as ``sandbox_rows`` (read-only, no files, settings locked), for results too big to hold:
+    the prompt sources read ``sql:`` queries with it. The file stays open until the generator is drained or
+    closed, and ``timeout_s`` counts from the start, so a consumer should drain it quickly (the sources spool
+    the batches to a temporary file) rather than hold the database while it works.
+    """
+    statement = _check_read_only(sql)
+    with Store(db).connect(read_only=True, config=SANDBOX_CONFIG) as con:
+        timer = threading.Timer(timeout_s, con.interrupt)
+        timer.start()
+        try:
+            yield from con.sql(statement).to_arrow_reader(batch_rows)
+        except duckdb.Error as exc:
+            raise _sandbox_error(exc, timeout_s) from None
+        finally:
+            timer.cancel()
 
 
 def _text(value: Any) -> str:

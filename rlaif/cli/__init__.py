@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from rlaif.cli import core  # noqa: F401  (registers its commands)
 from rlaif.cli import generate  # noqa: F401
+from rlaif.cli import prompts  # noqa: F401
 from rlaif.cli._app import app, main
 
 __all__ = ["app", "main"]
