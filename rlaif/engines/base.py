@@ -241,7 +241,8 @@ def _params_json(p: SamplingParams) -> bytes:
 
 
 def _json(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=_jsonable).encode("utf-8")
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=_jsonable)
+    return text.encode("utf-8")
 
 
 def _hash_json(blob: bytes, length: int = 32) -> str:

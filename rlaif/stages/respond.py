@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from rlaif.constitution import Constitution
 from rlaif.engines.base import ChatRequest, Completion, Engine, Message
 from rlaif.prompts import PromptRow
-from rlaif.stages import Overflow, RunContext, chat_request, check_fits, clean_output, opening_turns, overflow_from_error
+from rlaif.stages import (
+    Overflow,
+    RunContext,
+    chat_request,
+    check_fits,
+    clean_output,
+    opening_turns,
+    overflow_from_error,
+)
 from rlaif.store import utcnow
 
 STAGE = "respond"
