@@ -102,7 +102,15 @@ def flag_counts(store: "Store", run_id: str | None = None, *, read_only: bool = 
     where, params = ("WHERE run_id = ?", [run_id]) if run_id else ("", [])
     sql = (f"SELECT run_id, target, flag, count(*) AS rows FROM row_flags {where} "
            "GROUP BY run_id, target, flag ORDER BY run_id, target, flag")
+    import duckdb
+
+    from rlaif.errors import StoreError
+
     with store.connect(read_only=read_only) as con:
-        cursor = con.execute(sql, params)
+        try:
+            cursor = con.execute(sql, params)
+        except duckdb.CatalogException:
+            raise StoreError(f"{store.path} has no row_flags table yet; any generating command migrates it "
+                             "(e.g. rlaif generate sft)") from None
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, values)) for values in cursor.fetchall()]
