@@ -535,3 +535,12 @@ def test_a_reader_in_another_process_gets_in_between_flushes(store: Store) -> No
     seen = json.loads(reader.stdout)
     assert len(seen) >= 3  # the reader got in between flushes: it read three different committed states
     assert flushes and writer.pending == 0 and count(store, "prompts") >= max(seen)
+
+
+def test_writer_memory_cap_doubles_when_duckdb_runs_out(store: Store) -> None:
+    """The cap bounds DuckDB's cache during flushes; a database that needs more gets it instead of failing."""
+    w = Writer(store, memory_limit_mb=1, max_rows=10_000)
+    for i in range(3000):
+        w.add("prompts", prompt(f"p{i}", text="x" * 500))
+    w.close()
+    assert count(store, "prompts") == 3000 and w.memory_limit_mb > 1
