@@ -57,11 +57,14 @@ class FlushMeter:
 
 
 def run_flow(flow: Any, spec: dict, *, judge: bool) -> dict:
+    from rlaif.options import RunOptions
+
     overrides = {"engine": "openai", "base_url": [spec["url"]], "db": spec["db"], "model": spec["model"],
                  "concurrency": spec["concurrency"], "seed": spec["seed"]}
-    return flow(constitution="harmless", prompts=spec["prompts"], rounds=1, max_tokens=spec["max_tokens"],
-                judge=judge, kind="bench", settings_overrides=overrides, show_progress=False,
-                ignore_eos=spec["ignore_eos"])
+    options = RunOptions(prompts=spec["prompts"], constitution="harmless", rounds=1, max_tokens=spec["max_tokens"],
+                         judge=judge, ignore_eos=spec["ignore_eos"])
+    # The judge pass changes only `judge`, which is not part of the configuration: it resumes the first run.
+    return flow(options=options, kind="bench", settings_overrides=overrides, show_progress=False)
 
 
 def judge_pass(flow: Any, spec: dict) -> tuple[dict, float, dict]:
@@ -95,9 +98,9 @@ def main(spec_path: str, result_path: str) -> None:
     before = prefix_cache_stats(spec["url"])
     started = time.perf_counter()
     # Importing the flow module imports Prefect: part of the project's start-up.
-    from rlaif.demo import load_flow_module
+    import flows.sl_cai
 
-    flow = load_flow_module("cai").cai_flow
+    flow = flows.sl_cai.sl_cai_flow
     flushes = FlushMeter()
     flushes.install()
     summary = run_flow(flow, spec, judge=False)

@@ -1,8 +1,9 @@
 """The workload of ``engine_efficiency.py``: prompts and the respond -> critique -> revise chain of each.
 
-Every request is built by the project's own stage functions (``rlaif.stages``), with the shipped ``harmless``
-constitution and the seeds and principle draws the pipeline uses, so the offline run (a), the bare client (b)
-and the project's flow (c) send byte-identical messages and sampling options for the same prompt and outputs.
+Every request is built by the project's own stage functions (``rlaif.stages``: ``response_request``,
+``critique_request``, ``revision_request``), with the shipped ``harmless`` constitution, so the seeds and
+principle draws are the pipeline's own and the offline run (a), the bare client (b) and the project's flow (c)
+send byte-identical messages and sampling options for the same prompt and outputs.
 ``check_equivalence`` proves it after the fact against the rows (c) wrote to DuckDB.
 
 Runs in the main environment only (it imports the constitution loader, which needs ruamel.yaml); the offline
@@ -12,25 +13,22 @@ worker in the vLLM environment receives finished message lists as JSON.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlaif.constitution import Constitution, load_constitution, resolve_constitution
-from rlaif.engines.base import Message, SamplingParams, chat_key
+from rlaif.constitution import Constitution, Principle, load_constitution, resolve_constitution
+from rlaif.engines.base import ChatRequest, Message, SamplingParams, chat_key
+from rlaif.options import RunOptions
 from rlaif.prompts import PromptRow, demo_prompts_path, load_prompts
-from rlaif.stages import derive_seed
-from rlaif.stages.critique_revise import (
-    clean_output,
-    critique_messages,
-    draw_principle,
-    revision_messages,
-)
-from rlaif.stages.respond import response_messages
+from rlaif.stages import RunContext, clean_output
+from rlaif.stages.critique_revise import critique_request, revision_request
+from rlaif.stages.respond import response_request
 
 CONSTITUTION = "harmless"
 STAGES = ("respond", "critique", "revise")
 ROUND = 1  # one critique/revision round, as the flow runs with rounds=1
+_NO_MODEL = ""  # requests are built without a model: each path puts its own model into the key or body
 
 
 @dataclass(frozen=True)
@@ -41,6 +39,8 @@ class Call:
     prompt_id: str
     messages: list[Message]
     params: SamplingParams
+    request: ChatRequest | None = None  # the stage's own request, for the next round's conversation
+    principle: Principle | None = None
 
     def openai_kwargs(self, model: str) -> dict[str, Any]:
         """The body the project's OpenAI engine sends for this request (``OpenAIEngine._chat_kwargs``)."""
@@ -64,43 +64,40 @@ class Call:
                 "ignore_eos": p.ignore_eos}
 
 
+def _call(request: ChatRequest, principle: Principle | None = None) -> Call:
+    return Call(request.stage, request.prompt_id or "", list(request.messages), request.params, request, principle)
+
+
 class Chains:
-    """Builds each chain's requests from the previous outputs, exactly as ``rlaif.pipeline._chain`` does."""
+    """Each chain's requests, built by the stages themselves (``rlaif.stages``) from the previous outputs."""
 
     def __init__(self, constitution: Constitution, *, run_seed: int, base: SamplingParams):
-        self.constitution = constitution
-        self.run_seed = run_seed
-        self.base = base
+        self.ctx = RunContext(run_id="bench", seed=run_seed, constitution=constitution, params=base,
+                              config_hash="bench", rounds=ROUND, context="transcript")
 
     def respond(self, prompt: PromptRow) -> Call:
-        params = replace(self.base, seed=derive_seed(self.run_seed, prompt.prompt_id, "respond"))
-        return Call("respond", prompt.prompt_id, response_messages(prompt, self.constitution), params)
+        return _call(response_request(self.ctx, prompt, _NO_MODEL))
 
     def critique(self, prompt: PromptRow, response: str | None) -> Call | None:
         """None when the response is empty: the pipeline stops that chain there."""
         answer = clean_output(response)
         if answer is None:
             return None
-        principle = draw_principle(self.constitution, self.run_seed, prompt.prompt_id, ROUND)
-        params = replace(self.base, seed=derive_seed(self.run_seed, prompt.prompt_id, "critique", ROUND))
-        messages = critique_messages(self.constitution, prompt, answer, principle)
-        return Call("critique", prompt.prompt_id, messages, params)
+        request, principle = critique_request(self.ctx, prompt, ROUND, answer, None, _NO_MODEL)
+        return _call(request, principle)
 
     def revise(self, prompt: PromptRow, critique_call: Call, critique: str | None) -> Call | None:
         text = clean_output(critique)
         if text is None:
             return None
-        principle = draw_principle(self.constitution, self.run_seed, prompt.prompt_id, ROUND)
-        params = replace(self.base, seed=derive_seed(self.run_seed, prompt.prompt_id, "revise", ROUND))
-        messages = revision_messages(self.constitution, critique_call.messages, text, principle)
-        return Call("revise", prompt.prompt_id, messages, params)
+        assert critique_call.request is not None and critique_call.principle is not None
+        return _call(revision_request(self.ctx, prompt, ROUND, critique_call.request, text, critique_call.principle,
+                                      _NO_MODEL))
 
 
 def load_chains(*, run_seed: int, max_tokens: int, ignore_eos: bool) -> Chains:
-    """Chains over the shipped constitution with the flow's sampling options (``CaiConfig`` defaults)."""
-    from rlaif.pipeline import CaiConfig
-
-    base = CaiConfig(rounds=1, max_tokens=max_tokens, ignore_eos=ignore_eos).params()
+    """Chains over the shipped constitution with the flow's sampling options (``RunOptions`` defaults)."""
+    base = RunOptions(prompts="-", rounds=ROUND, max_tokens=max_tokens, ignore_eos=ignore_eos).sampling()
     return Chains(load_constitution(resolve_constitution(CONSTITUTION)), run_seed=run_seed, base=base)
 
 

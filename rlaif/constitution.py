@@ -27,6 +27,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from rlaif.engines.base import one_line
 from rlaif.errors import ConfigError, ConstitutionError, TemplateError
 from rlaif.judge.spec import Framing, JudgeFormats
 from rlaif.resources import data_dir
@@ -331,9 +332,9 @@ def _parse_yaml(text: str, shown: str) -> Any:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
         where = f" started at line {exc.context_mark.line + 1}" if exc.context_mark else ""
         context = f" ({exc.context}{where})" if exc.context else ""
-        raise ConstitutionError(shown, line, "", _one_line(f"invalid YAML: {exc.problem}{context}")) from None
+        raise ConstitutionError(shown, line, "", one_line(f"invalid YAML: {exc.problem}{context}", limit=None)) from None
     except (YAMLError, RecursionError) as exc:
-        raise ConstitutionError(shown, None, "", _one_line(f"invalid YAML: {exc}")) from None
+        raise ConstitutionError(shown, None, "", one_line(f"invalid YAML: {exc}", limit=None)) from None
 
 
 def _plain(node: Any, shown: str, loc: tuple[str | int, ...], count: list[int]) -> Any:
@@ -387,7 +388,7 @@ def _first_error(exc: ValidationError, tree: Any, shown: str) -> ConstitutionErr
             message = _unknown_field(loc, missing.get(loc[:-1], []))
         ranked.append((_line_of(tree, loc), _path(loc), message))
     line, field, message = min(ranked, key=lambda r: r[0] or 0)
-    return ConstitutionError(shown, line, field, _one_line(message))
+    return ConstitutionError(shown, line, field, one_line(message, limit=None))
 
 
 def _describe(error: Any) -> tuple[tuple[str | int, ...], str, str]:
@@ -465,10 +466,6 @@ def _yaml_type(value: Any) -> str:
     if hasattr(value, "tag") and not isinstance(value, (dict, list)):
         return f"a value tagged {value.tag}"
     return "mapping" if isinstance(value, dict) else "list" if isinstance(value, list) else type(value).__name__
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 # --- finding, describing, schema ---------------------------------------------------------------------------------

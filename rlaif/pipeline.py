@@ -1,59 +1,39 @@
-"""The critique-revise-judge pipeline over many prompts, with every row written to DuckDB as it completes.
+"""Schedule the supervised CAI chain over a stream of prompts, a bounded window in flight, rows out as they come.
 
-Each prompt runs its own chain (respond -> N critique/revision rounds -> judge original vs. final revision in
-both orders) as one asyncio task, and many prompts are in flight at once. So prompt A's revision can be on the
-engine while prompt B's first answer still is: the engine sees a continuous stream, never a batch waiting on its
-slowest member, and no stage barrier leaves it idle. The stages stay pure; this module only schedules them and
-hands their results to the writer.
+Each prompt runs its own chain as one asyncio task: respond (policy) -> N critique/revision rounds (feedback) ->
+optionally the judge on (original, final revision) in both orders. Many prompts are in flight at once, so the
+engine sees a continuous stream, never a batch waiting on its slowest member, and no stage barrier leaves it idle.
+
+Prompts stream in: the source is read in batches of ``window`` prompts, each batch's stored results are fetched
+in one query (``StoredResults``) while earlier chains run, and a batch enters only as slots free up. Rows stream
+out through the writer, which is throttled when DuckDB falls behind. So memory follows the window, not the
+number of prompts.
+
+The stages own their requests, seeds and rows; this module only decides what runs when and hands rows to the
+writer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import uuid
-from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from rlaif.engines.base import Engine, SamplingParams, content_hash
-from rlaif.recording import RecordingEngine
-from rlaif.stages import derive_seed
-from rlaif.stages.critique_revise import Round, clean_output, critique_revise
-from rlaif.stages.judge import Verdict, draw_judge_principle, judge_pair, pair_id
-from rlaif.stages.respond import respond
+from rlaif.recording import RecordingEngine, StoredResults
+from rlaif.stages import RunContext, skipped_row
+from rlaif.stages.compare_revision import judge_revision
+from rlaif.stages.critique_revise import critique_revise, revision_rows
+from rlaif.stages.respond import respond, response_row
 
 if TYPE_CHECKING:
-    from rlaif.constitution import Constitution
+    from rlaif.engines import Engines
     from rlaif.prompts import PromptRow
+    from rlaif.quality import RowFlagger
     from rlaif.store import Store, Writer
 
-
-@dataclass(frozen=True)
-class CaiConfig:
-    """Options of one critique-revise-judge run (the stage config; infrastructure lives in Settings)."""
-
-    rounds: int = 1  # critique/revision rounds per prompt
-    max_tokens: int = 160  # per generated turn
-    temperature: float = 0.7
-    top_p: float = 0.95
-    judge: bool = True  # judge original vs. final revision in both orders
-    ignore_eos: bool = False  # benchmarks only: every generated turn runs to exactly max_tokens tokens
-
-    def __post_init__(self) -> None:
-        from rlaif.errors import ConfigError
-
-        if not 1 <= self.rounds <= 16:
-            raise ConfigError(f"rounds must be between 1 and 16, got {self.rounds}")
-        if not 1 <= self.max_tokens <= 8192:
-            raise ConfigError(f"max_tokens must be between 1 and 8192, got {self.max_tokens}")
-        if not 0.0 <= self.temperature <= 2.0:
-            raise ConfigError(f"temperature must be between 0 and 2, got {self.temperature}")
-
-    def params(self) -> SamplingParams:
-        return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
-                              ignore_eos=self.ignore_eos)
+MAX_ERRORS_KEPT = 20  # the summary keeps the first failures' messages; all are in the attempts table
 
 
 @dataclass
@@ -61,16 +41,22 @@ class RunSummary:
     """What a run did, printed at its end and returned by the flow."""
 
     run_id: str
-    prompts: int = 0
-    responses: int = 0
-    revisions: int = 0
+    prompts: int = 0  # prompts that entered the run
+    responses: int = 0  # non-empty first answers
+    helpful: int = 0  # of which kept unrevised
+    revisions: int = 0  # chains that got every round
     comparisons: int = 0
+    rows: int = 0  # SFT rows made (final revisions and helpful answers), before flags
     failed_prompts: int = 0  # an engine call failed for good; the next run retries it
-    empty_outputs: int = 0  # the model returned nothing; kept as data (NULL), not retried
+    skipped_prompts: int = 0  # a request would not fit the context (table skipped_prompts)
+    bad_rows: int = 0  # source rows recorded in bad_rows and skipped
+    empty_outputs: int = 0  # the model returned nothing; kept as data (NULL) and flagged, not retried
     engine_calls: int = 0
     output_tokens: int = 0
     seconds: float = 0.0
     reused: int = 0  # results answered from the database instead of the engine
+    resumed: bool = False
+    flags: dict[str, int] = field(default_factory=dict)  # flag -> rows of this run it hit
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -81,142 +67,177 @@ class RunSummary:
         return {**asdict(self), "tokens_per_s": round(self.tokens_per_s, 1)}
 
 
-def new_run_id() -> str:
-    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+def is_helpful(prompt: "PromptRow") -> bool:
+    return bool(getattr(prompt, "helpful", False))
 
 
-def chain_id(prompt_id: str, constitution_version: str, model: str, run_seed: int, config: CaiConfig) -> str:
-    return content_hash("chain", prompt_id, constitution_version, model, run_seed, config.params())
+class _Run:
+    """The state one run's chains share: engines (recorded), writer, flagger, counters."""
+
+    def __init__(self, engines: "Engines", ctx: RunContext, store: "Store", writer: "Writer",
+                 flagger: "RowFlagger", judge: bool):
+        self.ctx, self.writer, self.flagger, self.judge = ctx, writer, flagger, judge
+        self.stored = StoredResults(store)
+        self.policy = RecordingEngine(engines.policy, writer, run_id=ctx.run_id,
+                                      constitution_version=ctx.constitution.version, stored=self.stored)
+        self.feedback = self.policy if engines.shared else RecordingEngine(
+            engines.feedback, writer, run_id=ctx.run_id, constitution_version=ctx.constitution.version,
+            stored=self.stored)
+        self.summary = RunSummary(run_id=ctx.run_id)
+
+    @property
+    def recorders(self) -> list[RecordingEngine]:
+        return [self.policy] if self.policy is self.feedback else [self.policy, self.feedback]
+
+    def write(self, table: str, rows: Iterable[dict]) -> None:
+        for row in rows:
+            self.writer.add(table, row)
+
+    def failed(self, prompt: "PromptRow", where: str, error: str | None) -> None:
+        self.summary.failed_prompts += 1
+        if len(self.summary.errors) < MAX_ERRORS_KEPT:
+            self.summary.errors.append(f"prompt {prompt.prompt_id[:12]} {where}: {error}")
+
+    async def chain(self, prompt: "PromptRow") -> None:
+        """One prompt: respond, then (unless helpful) critique/revise, then the judge if asked.
+
+        An engine failure ends the chain and is reported (its attempts are already recorded); nothing that
+        depends on the failed call is written, so the next run redoes exactly that part. An empty output is
+        data, not a failure: it is stored as NULL, flagged, and ends the chain the same way on every run.
+        """
+        ctx, s = self.ctx, self.summary
+        response = await respond(ctx, prompt, self.policy)
+        if response.overflow is not None:
+            s.skipped_prompts += 1
+            return self.write("skipped_prompts", [skipped_row(ctx, prompt.prompt_id, "respond", None,
+                                                              response.overflow)])
+        if response.error is not None:
+            return self.failed(prompt, "respond", response.error)
+        helpful = is_helpful(prompt)
+        self.write("responses", [response_row(ctx, response, helpful=helpful)])
+        self.write("row_flags", self.flagger.response(response))
+        original = response.text
+        if original is None:
+            s.empty_outputs += 1
+            return
+        s.responses += 1
+        if helpful:
+            s.helpful += 1
+            s.rows += 1
+            return
+        await self._revise(prompt, response.chain_id, original, response.completion.key,
+                           response.completion.model)
+
+    async def _revise(self, prompt: "PromptRow", chain: str, original: str, response_key: str,
+                      policy_model: str) -> None:
+        ctx, s = self.ctx, self.summary
+        revisions = await critique_revise(ctx, prompt, original, self.feedback)
+        self.write("revisions", revision_rows(ctx, chain, prompt, original, response_key, revisions,
+                                              policy_model=policy_model))
+        self.write("row_flags", self.flagger.revisions(chain, revisions))
+        if revisions.error is not None:
+            return self.failed(prompt, revisions.failed_at or "revise", revisions.error)
+        if revisions.overflow is not None:
+            s.skipped_prompts += 1
+            round_number = len(revisions.rounds) + 1
+            return self.write("skipped_prompts", [skipped_row(ctx, prompt.prompt_id, revisions.overflow_stage or "",
+                                                              round_number, revisions.overflow)])
+        final = revisions.final
+        if final is None:
+            s.empty_outputs += 1
+            return
+        s.revisions += 1
+        s.rows += 1
+        if not self.judge or final == original:
+            return  # identical texts carry no preference
+        row, error = await judge_revision(ctx, prompt, chain, original, final, self.feedback)
+        if row is None:
+            return self.failed(prompt, "judge", error)
+        self.write("comparisons", [row])
+        s.comparisons += 1
 
 
-def start_run(store: "Store", *, run_id: str, kind: str, params: dict, constitution: "Constitution",
-              engine: Engine, seed: int, prefect_flow_run_id: str | None = None) -> None:
-    store.upsert_run({
-        "run_id": run_id, "kind": kind, "status": "running", "params": json.dumps(params, default=str),
-        "constitution_name": constitution.name, "constitution_version": constitution.version,
-        "engine": engine.name, "model": engine.model, "seed": seed, "started_at": datetime.now(timezone.utc),
-        "finished_at": None, "prefect_flow_run_id": prefect_flow_run_id, "error": None,
-    })
+def _batches(source: Iterable[Any], size: int, limit: int | None, run: _Run) -> Iterator[list["PromptRow"]]:
+    """Prompts from ``source`` in lists of ``size``, stopping after ``limit``; bad rows and prompt rows are
+    written as they are read."""
+    batch: list["PromptRow"] = []
+    taken = 0
+    for item in source:
+        if not hasattr(item, "prompt_id"):  # a BadRow (rlaif.sources): recorded and skipped
+            run.summary.bad_rows += 1
+            run.write("bad_rows", [item.as_row(run.ctx.run_id)])
+            continue
+        if limit is not None and taken >= limit:
+            break
+        taken += 1
+        run.write("prompts", [item.as_row()])
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
-def finish_run(store: "Store", run_id: str, status: str, error: str | None = None) -> None:
-    store.upsert_run({"run_id": run_id, "status": status, "finished_at": datetime.now(timezone.utc), "error": error})
-
-
-async def run_cai(
-    prompts: Sequence["PromptRow"],
-    engine: Engine,
-    constitution: "Constitution",
+async def run_chains(
+    source: Iterable[Any],
+    engines: "Engines",
+    ctx: RunContext,
     store: "Store",
     writer: "Writer",
     *,
-    run_id: str,
-    config: CaiConfig,
-    run_seed: int,
+    flagger: "RowFlagger",
+    judge: bool = False,
+    limit: int | None = None,
     window: int = 256,
-    on_prompt_done: Callable[[int], None] | None = None,
+    on_prompt_done: Callable[[RunSummary], None] | None = None,
 ) -> RunSummary:
-    """Run the chain for every prompt, ``window`` prompts in flight; rows go to ``writer`` as they complete.
+    """Run the chain for every prompt of ``source`` (PromptRow or BadRow items), ``window`` in flight at once.
 
-    ``on_prompt_done(tokens_so_far)`` is called as each prompt's chain ends (for progress bars).
+    ``on_prompt_done(summary)`` is called as each prompt's chain ends (progress bars read its counters).
     """
-    summary = RunSummary(run_id=run_id, prompts=len(prompts))
-    for p in prompts:
-        writer.add("prompts", p.as_row())
-    recorder = RecordingEngine(engine, writer, run_id=run_id, constitution_version=constitution.version)
-    recorder.preload(store, [p.prompt_id for p in prompts])
+    run = _Run(engines, ctx, store, writer, flagger, judge)
     gate = asyncio.Semaphore(window)
+    running: set[asyncio.Task] = set()
     started = time.perf_counter()
+    max_pending = 16 * writer.max_rows  # rows buffered before new chains wait for DuckDB to catch up
 
     async def one(prompt: "PromptRow") -> None:
-        async with gate:
-            try:
-                await _chain(prompt, recorder, constitution, writer, run_id, config, run_seed, summary)
-            except Exception as exc:  # a bug in one chain must not sink the run; it is counted and reported
-                _failed(summary, prompt, "chain", f"{type(exc).__name__}: {exc}")
+        try:
+            await run.chain(prompt)
+        except Exception as exc:  # a bug in one chain must not sink the run; it is counted and reported
+            run.failed(prompt, "chain", f"{type(exc).__name__}: {exc}")
+        finally:
+            run.stored.release(prompt.prompt_id)
+            _tally(run)
             if on_prompt_done:
-                on_prompt_done(recorder.tokens_out)
+                on_prompt_done(run.summary)
 
-    await asyncio.gather(*(one(p) for p in prompts))
+    def done(task: asyncio.Task) -> None:
+        running.discard(task)
+        gate.release()
+
+    for batch in _batches(source, window, limit, run):
+        await asyncio.to_thread(run.stored.load, [p.prompt_id for p in batch])
+        for prompt in batch:
+            await gate.acquire()
+            while writer.pending > max_pending:
+                await asyncio.sleep(0.01)
+            run.summary.prompts += 1
+            task = asyncio.create_task(one(prompt))
+            running.add(task)
+            task.add_done_callback(done)
+    if running:
+        await asyncio.gather(*running)
     writer.flush()
-    summary.seconds = time.perf_counter() - started
-    summary.engine_calls = recorder.engine_calls
-    summary.output_tokens = recorder.tokens_out
-    summary.reused = recorder.replayed
-    return summary
+    run.summary.seconds = time.perf_counter() - started
+    _tally(run)
+    return run.summary
 
 
-async def _chain(prompt: "PromptRow", engine: RecordingEngine, constitution: "Constitution", writer: "Writer",
-                 run_id: str, config: CaiConfig, run_seed: int, summary: RunSummary) -> None:
-    """One prompt: respond, critique/revise, judge.
-
-    An engine failure ends the chain and is reported (its attempts are already recorded); nothing that depends
-    on the failed call is written, so the next run redoes exactly that part. An empty output is data, not a
-    failure: it is stored as NULL and ends the chain the same way on every run.
-    """
-    params = config.params()
-    seeded = replace(params, seed=derive_seed(run_seed, prompt.prompt_id, "respond"))
-    first = await respond(prompt, engine, constitution, seeded)
-    if not first.ok:
-        return _failed(summary, prompt, "respond", first.error)
-    original = clean_output(first.text)
-    if original is None:
-        summary.empty_outputs += 1
-        return
-    summary.responses += 1
-    rounds = await critique_revise(prompt, original, engine, constitution, params,
-                                   rounds=config.rounds, run_seed=run_seed)
-    chain = chain_id(prompt.prompt_id, constitution.version, engine.model, run_seed, config)
-    for r in rounds:
-        error = r.critique.error or (r.revision.error if r.revision else None)
-        if error:
-            return _failed(summary, prompt, f"round {r.number}", error)
-        writer.add("revisions", _revision_row(chain, r, prompt, original, first.key, run_id, constitution,
-                                              engine.model))
-    final = rounds[-1].revised_text if len(rounds) == config.rounds else None
-    if final is None:
-        summary.empty_outputs += 1
-        return
-    summary.revisions += 1
-    if not config.judge or final == original:
-        return  # identical texts carry no preference
-    pair = pair_id(prompt.prompt_id, original, final)
-    principle = draw_judge_principle(constitution, run_seed, pair)
-    verdict = await judge_pair(engine, constitution, principle, list(prompt.messages), original, final,
-                               prompt.prompt_id)
-    if verdict.p_a is None:
-        return _failed(summary, prompt, "judge", verdict.ab.error or verdict.ba.error)
-    writer.add("comparisons", _comparison_row(pair, chain, verdict, prompt, original, final, run_id,
-                                              constitution, engine.model))
-    summary.comparisons += 1
-
-
-def _failed(summary: RunSummary, prompt: "PromptRow", where: str, error: str | None) -> None:
-    summary.failed_prompts += 1
-    summary.errors.append(f"prompt {prompt.prompt_id[:12]} {where}: {error}")
-
-
-def _revision_row(chain: str, r: Round, prompt: "PromptRow", original: str, response_key: str, run_id: str,
-                  constitution: "Constitution", model: str) -> dict:
-    return {
-        "chain_id": chain, "round": r.number, "run_id": run_id, "prompt_id": prompt.prompt_id,
-        "principle_id": r.principle_id, "original": original, "before": r.before,
-        "critique": clean_output(r.critique.text), "revision": r.revised_text, "response_key": response_key,
-        "critique_key": r.critique.key if r.critique.ok else None,
-        "revision_key": r.revision.key if r.revision and r.revision.ok else None,
-        "constitution_name": constitution.name, "constitution_version": constitution.version,
-        "model": model, "created_at": datetime.now(timezone.utc),
-    }
-
-
-def _comparison_row(pair: str, chain: str, v: Verdict, prompt: "PromptRow", a: str, b: str, run_id: str,
-                    constitution: "Constitution", judge_model: str) -> dict:
-    return {
-        "comparison_id": content_hash("comparison", pair, v.principle_id, judge_model, constitution.version),
-        "pair_id": pair, "run_id": run_id, "prompt_id": prompt.prompt_id, "chain_id": chain,
-        "principle_id": v.principle_id, "response_a": a, "response_b": b,
-        "source_a": "original", "source_b": "revision", "key_ab": v.ab.key, "key_ba": v.ba.key,
-        "p_a_ab": v.p_a_ab, "p_a_ba": v.p_a_ba, "p_a": v.p_a, "consistent": v.consistent,
-        "method": v.ab.method, "judge_model": judge_model, "constitution_name": constitution.name,
-        "constitution_version": constitution.version, "created_at": datetime.now(timezone.utc),
-    }
+def _tally(run: _Run) -> None:
+    """Copy the recorders' counters into the summary."""
+    s = run.summary
+    s.engine_calls = sum(r.engine_calls for r in run.recorders)
+    s.output_tokens = sum(r.tokens_out for r in run.recorders)
+    s.reused = sum(r.replayed for r in run.recorders)

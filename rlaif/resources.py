@@ -1,4 +1,4 @@
-"""Where the shipped data lives: constitutions, SQL migrations, flows and the demo prompts.
+"""Where the shipped data lives: constitutions, SQL migrations and the data files (demo prompts, refusal patterns).
 
 In a wheel these folders are packed under ``rlaif/_data/``; in a source checkout they sit at the repository
 root. Looking in both places lets an editable install and a wheel behave the same.
@@ -12,7 +12,7 @@ _PKG = Path(__file__).resolve().parent
 
 
 def data_dir(name: str) -> Path:
-    """Return the folder ``name`` (``constitutions``, ``storage``, ``flows``) shipped with the package."""
+    """Return the folder ``name`` (``constitutions``, ``storage``) shipped with the package."""
     for candidate in (_PKG / "_data" / name, _PKG.parent / name):
         if candidate.is_dir():
             return candidate

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import duckdb
 
 from rlaif.errors import ConfigError, StoreError
-from rlaif.store import Store, _first_line
+from rlaif.store import Store, error_line
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -58,7 +58,7 @@ def _check_read_only(sql: str) -> str:
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
-        raise StoreError(f"rlaif sql: {_first_line(exc)}") from None
+        raise StoreError(f"rlaif sql: {error_line(exc)}") from None
     if len(statements) != 1:
         raise StoreError(f"rlaif sql runs exactly one statement; got {len(statements)}")
     stmt = statements[0]
@@ -79,7 +79,7 @@ def _check_read_only(sql: str) -> str:
 
 def _sandbox_error(exc: duckdb.Error, timeout_s: float) -> StoreError:
     """Turn a DuckDB refusal into one line that says what was refused and why."""
-    text = _first_line(exc)
+    text = error_line(exc)
     if isinstance(exc, duckdb.InterruptException):
         return StoreError(
             f"rlaif sql stopped the query after {timeout_s:g}s (a long read holds the database and delays a "

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
 
+from rlaif.engines.base import one_line
 from rlaif.errors import ConfigError, StoreError
 from rlaif.resources import data_dir
 
@@ -56,9 +57,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def error_line(exc: BaseException) -> str:
+    """An exception as one line (``rlaif.engines.base.one_line``), its type when it has no message."""
+    return one_line(str(exc).strip() or type(exc).__name__)
 
 
 def _is_lock_conflict(exc: duckdb.Error) -> bool:
@@ -111,7 +112,7 @@ class Store:
                 return duckdb.connect(str(self.path), read_only=read_only, config=config)
             except duckdb.Error as exc:
                 if not _is_lock_conflict(exc):
-                    raise StoreError(f"cannot open database {self.path}: {_first_line(exc)}") from None
+                    raise StoreError(f"cannot open database {self.path}: {error_line(exc)}") from None
                 left = self.lock_timeout_s - (time.monotonic() - start)
                 if left <= 0:
                     raise StoreError(_lock_message(self.path, exc, self.lock_timeout_s)) from None
@@ -170,7 +171,7 @@ class Store:
             try:
                 arrays.append(pa.array([row.get(field.name) for row in rows], type=field.type))
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
-                raise StoreError(f"{table}.{field.name}: cannot store as {field.type}: {_first_line(exc)}") from exc
+                raise StoreError(f"{table}.{field.name}: cannot store as {field.type}: {error_line(exc)}") from exc
         return pa.Table.from_arrays(arrays, schema=schema)
 
     # -- writes -------------------------------------------------------------------------------------------
@@ -182,7 +183,7 @@ class Store:
         try:
             (count,) = con.execute(f"INSERT OR IGNORE INTO {_quote(table)} BY NAME SELECT * FROM {_FRAME}").fetchone()
         except duckdb.ConstraintException as exc:
-            raise StoreError(f"cannot write {len(rows)} rows to {table}: {_first_line(exc)}") from exc
+            raise StoreError(f"cannot write {len(rows)} rows to {table}: {error_line(exc)}") from exc
         return int(count)
 
     def insert(self, table: str, rows: list[dict]) -> int:
@@ -221,7 +222,7 @@ class Store:
             try:
                 con.execute(f"INSERT INTO runs BY NAME SELECT * FROM {_FRAME} ON CONFLICT (run_id) DO {action}")
             except duckdb.ConstraintException as exc:
-                raise StoreError(f"cannot record run {row.get('run_id')!r}: {_first_line(exc)}") from exc
+                raise StoreError(f"cannot record run {row.get('run_id')!r}: {error_line(exc)}") from exc
 
     # -- the writer process's own reads -------------------------------------------------------------------
 
@@ -270,7 +271,7 @@ def _apply_migration(con: duckdb.DuckDBPyConnection, version: int, name: str, pa
         con.execute("COMMIT")
     except duckdb.Error as exc:
         con.execute("ROLLBACK")
-        raise StoreError(f"migration {path.name} failed: {_first_line(exc)}") from exc
+        raise StoreError(f"migration {path.name} failed: {error_line(exc)}") from exc
 
 
 class Writer:
@@ -416,7 +417,7 @@ def export_dataset(db: str | Path, dataset: Literal["sft", "prefs"], out: str | 
             (count,) = con.execute(f"COPY (\n{query}\n) TO '{target}' (FORMAT {fmt})").fetchone()
         os.replace(tmp, out)
     except duckdb.Error as exc:
-        raise StoreError(f"cannot export {dataset} to {out}: {_first_line(exc)}") from None
+        raise StoreError(f"cannot export {dataset} to {out}: {error_line(exc)}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return int(count)

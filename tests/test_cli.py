@@ -25,7 +25,7 @@ ALL_COMMANDS = list(_commands(typer.main.get_command(app)))
 def test_the_expected_commands_exist():
     names = {" ".join(path) for path, _ in ALL_COMMANDS}
     assert {"demo", "config", "sql", "export", "serve", "constitution validate", "constitution show",
-            "constitution schema", "models prepare"} <= names
+            "constitution schema", "models prepare", "generate sft", "stats"} <= names
 
 
 @pytest.mark.parametrize("path", [p for p, _ in ALL_COMMANDS], ids=" ".join)
@@ -67,6 +67,85 @@ def test_config_shows_values_and_their_sources(tmp_path, monkeypatch, capsys):
     assert "env RLAIF_ENGINE" in out and "rlaif.toml" in out and "(default)" in out
 
 
+def test_config_shows_both_roles_and_where_each_value_came_from(tmp_path, monkeypatch, capsys):
+    (tmp_path / "rlaif.toml").write_text('model = "small"\n[feedback]\nmodel = "big"\nconcurrency = 8\n',
+                                         encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RLAIF_CONFIG", raising=False)
+    monkeypatch.setenv("RLAIF_POLICY_ENGINE", "fake")
+    assert main(["config"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "= small " in lines["policy.model"] and lines["policy.model"].endswith("(rlaif.toml via model)")
+    assert "= big " in lines["feedback.model"] and lines["feedback.model"].endswith("(rlaif.toml [feedback])")
+    assert lines["policy.engine"].endswith("(env RLAIF_POLICY_ENGINE)")
+    assert "= transformers " in lines["feedback.engine"] and lines["feedback.engine"].endswith("(default via engine)")
+    assert "= 8 " in lines["feedback.concurrency"] and "= 64 " in lines["policy.concurrency"]
+    assert lines["flags.unchanged_similarity"].endswith("(default)")
+
+
+def test_a_bad_role_setting_names_its_source(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RLAIF_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("RLAIF_FEEDBACK_CONCURRENCY", "0")
+    assert main(["config"]) == 2
+    assert "feedback.concurrency (from env RLAIF_FEEDBACK_CONCURRENCY)" in capsys.readouterr().err
+    (tmp_path / "bad.toml").write_text("[feedback]\nmodle = 'x'\n", encoding="utf-8")
+    monkeypatch.setenv("RLAIF_CONFIG", str(tmp_path / "bad.toml"))
+    monkeypatch.delenv("RLAIF_FEEDBACK_CONCURRENCY")
+    assert main(["config"]) == 2
+    assert "[feedback] has unknown setting 'modle'" in capsys.readouterr().err
+
+
+def _prompt_file(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    rows = [{"prompt": "How do I pick a lock?"}, {"prompt": "Say hi.", "helpful": True}, {"prompt": "Insult me."}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def test_generate_sft_resumes_says_when_it_does_not_and_stats_counts_flags(tmp_path, capsys):
+    db, prompts = str(tmp_path / "g.duckdb"), _prompt_file(tmp_path)
+    command = ["--db", db, "--engine", "fake", "generate", "sft", "--prompts", prompts, "--helpful-column",
+               "helpful", "--no-prefect", "--no-progress"]
+    assert main(command) == 0
+    out = capsys.readouterr().out
+    run_id = out.split()[1].rstrip(":")
+    assert "3 prompts (1 kept unrevised), 2 revised" in out and "rows: 3 SFT rows made" in out
+    assert "tok/s" in out and "flags hit:" in out
+    assert main(command) == 0
+    assert f"resuming run {run_id} (completed)" in capsys.readouterr().out
+    assert main([*command, "--rounds", "2"]) == 0
+    assert f"not resuming run {run_id}: rounds 1 -> 2" in capsys.readouterr().out
+    assert main(["--db", db, "stats"]) == 0
+    stats = capsys.readouterr().out
+    assert stats.splitlines()[0].split() == ["run", "target", "flag", "rows"]
+    assert any(line.startswith("total") for line in stats.splitlines())  # rounds 2 repeats a canned revision
+    assert main(["--db", db, "stats", "--run", "nope"]) == 0
+    assert "no flags for run nope" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--rounds", "0"], "error: --rounds must be between 1 and 16, got 0"),
+    (["--context", "both"], "error: --context must be 'transcript' or 'fresh', got 'both'"),
+    (["--top-p", "1.5"], "error: --top-p must be greater than 0.0 and at most 1.0, got 1.5"),
+    (["--no-revise", "--judge"], "error: --judge compares answers with their revisions"),
+])
+def test_generate_sft_option_errors_are_one_line(tmp_path, capsys, args, message):
+    db = tmp_path / "never.duckdb"
+    command = ["--db", str(db), "--engine", "fake", "generate", "sft", "--prompts", _prompt_file(tmp_path),
+               "--no-prefect", *args]
+    assert main(command) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(message)
+    assert not db.exists()  # validated before the first write
+
+
+def test_a_missing_prompt_file_is_one_line_before_any_write(tmp_path, capsys):
+    db = tmp_path / "never.duckdb"
+    assert main(["--db", str(db), "--engine", "fake", "generate", "sft", "--prompts", str(tmp_path / "no.jsonl"),
+                 "--no-prefect"]) == 2
+    assert "no.jsonl" in capsys.readouterr().err and not db.exists()
+
+
 def test_bad_setting_is_a_clear_error(monkeypatch, capsys):
     monkeypatch.setenv("RLAIF_CONCURRENCY", "0")
     assert main(["config"]) == 2
@@ -77,7 +156,8 @@ def test_demo_sql_and_export_on_the_fake_engine(tmp_path, capsys):
     db = str(tmp_path / "demo.duckdb")
     assert main(["--db", db, "--engine", "fake", "demo", "--limit", "4", "--no-prefect", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "4 prompts" in out and "sft_dataset" in out and "rlaif sql" in out
+    assert "4 prompts (2 kept unrevised), 2 revised, 2 judged" in out and "sft_dataset" in out
+    assert "rlaif sql" in out and "rlaif demo --all" in out  # how to run the whole set
 
     assert main(["--db", db, "sql", "SELECT count(*) AS n FROM sft_dataset", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == [{"n": 4}]

@@ -19,6 +19,7 @@ from rlaif.store import Store, Writer, utcnow
 
 # Every table and view of a freshly migrated database, columns in order. A schema change must update this.
 GOLDEN = {
+    "bad_rows": ["run_id", "source", "row_number", "column_name", "reason", "created_at"],
     "attempts": ["attempt_id", "key", "run_id", "stage", "number", "status", "error", "latency_s", "started_at"],
     "comparisons": [
         "comparison_id", "pair_id", "run_id", "prompt_id", "chain_id", "principle_id", "response_a",
@@ -76,17 +77,35 @@ GOLDEN = {
     "revisions": [
         "chain_id", "round", "run_id", "prompt_id", "principle_id", "original", "before", "critique", "revision",
         "response_key", "critique_key", "revision_key", "constitution_name", "constitution_version", "model",
-        "created_at",
+        "created_at", "policy_model",
+    ],
+    "responses": [
+        "chain_id", "run_id", "prompt_id", "response_key", "response", "helpful", "rounds", "context",
+        "finish_reason", "model", "config_hash", "constitution_name", "constitution_version", "created_at",
     ],
     "row_flags": ["target", "target_id", "flag", "value", "threshold", "detail", "run_id", "created_at"],
     "runs": [
         "run_id", "kind", "status", "params", "constitution_name", "constitution_version", "engine", "model",
-        "seed", "started_at", "finished_at", "prefect_flow_run_id", "error",
+        "seed", "started_at", "finished_at", "prefect_flow_run_id", "error", "config_hash", "source",
+        "feedback_engine", "feedback_model",
     ],
     "schema_migrations": ["version", "name", "applied_at"],
+    "sft_candidates": [
+        "prompt_id", "prompt", "completion", "messages", "original", "round", "final", "helpful", "flags",
+        "principle_id", "critique", "before", "chain_id", "run_id", "constitution_name", "constitution_version",
+        "model", "policy_model", "target", "target_id", "split",
+    ],
     "sft_dataset": [
         "prompt_id", "prompt", "completion", "messages", "original", "rounds", "chain_id", "run_id",
-        "constitution_name", "constitution_version", "model", "split",
+        "constitution_name", "constitution_version", "model", "split", "policy_model", "helpful",
+    ],
+    "sft_rounds": [
+        "prompt_id", "prompt", "completion", "messages", "original", "round", "final", "principle_id", "critique",
+        "before", "chain_id", "run_id", "constitution_name", "constitution_version", "model", "policy_model",
+        "split",
+    ],
+    "skipped_prompts": [
+        "run_id", "prompt_id", "stage", "round", "reason", "tokens", "context_length", "created_at",
     ],
 }
 
@@ -141,7 +160,7 @@ def test_migrating_an_empty_database_gives_the_golden_schema(store: Store) -> No
 
 def test_migrate_twice_applies_nothing_the_second_time(tmp_path: Path) -> None:
     shipped = sorted(p.stem for p in data_dir("storage").glob("[0-9][0-9][0-9]_*.sql"))
-    assert shipped[:3] == ["001_initial", "002_dataset_views", "003_row_flags"]
+    assert shipped[:4] == ["001_initial", "002_dataset_views", "003_row_flags", "004_sft"]
     s = Store(tmp_path / "x.duckdb")
     assert s.migrate() == shipped
     assert s.migrate() == []

@@ -7,6 +7,7 @@ this package imports every one of them (cheaply: they import nothing heavy at mo
 from __future__ import annotations
 
 from rlaif.cli import core  # noqa: F401  (registers its commands)
+from rlaif.cli import generate  # noqa: F401
 from rlaif.cli import judge  # noqa: F401
 from rlaif.cli import prompts  # noqa: F401
 from rlaif.cli._app import app, main

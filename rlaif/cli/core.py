@@ -8,39 +8,44 @@ from typing import Optional
 import typer
 
 from rlaif.cli._app import app, constitution_app, echo, models_app, overrides, settings
+from rlaif.demo import DEMO_LIMIT
 from rlaif.errors import UserError
+from rlaif.options import option_help
 
 
 @app.command()
 def demo(
-    limit: Optional[int] = typer.Option(None, min=1, help="Use only the first N built-in prompts."),
-    rounds: int = typer.Option(1, min=1, max=16, help="Critique/revision rounds per prompt."),
-    constitution: str = typer.Option("harmless", help="Shipped constitution name or YAML path."),
-    max_tokens: int = typer.Option(160, min=1, help="Tokens per generated turn."),
+    limit: Optional[int] = typer.Option(None, help=f"Use only the first N built-in prompts (default: {DEMO_LIMIT})."),
+    all: bool = typer.Option(False, "--all", help="Use every built-in prompt (resumes the earlier demo run)."),
+    rounds: Optional[int] = typer.Option(None, help=option_help("rounds")),
+    constitution: Optional[str] = typer.Option(None, help=option_help("constitution")),
+    max_tokens: Optional[int] = typer.Option(None, help=option_help("max_tokens")),
     prefect: bool = typer.Option(True, help="Run as a Prefect flow (--no-prefect runs the same code directly)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Critique-revise and judge the built-in prompts on the configured engine; print counts and SQL."""
-    from rlaif.demo import run_demo
-    from rlaif.errors import EngineError
+    """A preset of `generate sft` on the built-in prompts (helpful ones unrevised), judge on; print counts and SQL."""
+    from rlaif.cli.generate import execute, fail_if_partial, summary_text
+    from rlaif.demo import demo_options, format_report
 
-    report, summary = run_demo(settings(), constitution=constitution, limit=limit, rounds=rounds,
-                               max_tokens=max_tokens, use_prefect=prefect, show_progress=progress)
-    echo(report)
-    if summary["failed_prompts"]:
-        raise EngineError(f"{summary['failed_prompts']} of {summary['prompts']} prompts failed "
-                          f"({summary['errors'][0]}); run the same command again to retry just those")
+    if all and limit is not None:
+        raise UserError("give --limit N or --all, not both")
+    options = demo_options(limit=None if all else (limit or DEMO_LIMIT), rounds=rounds, constitution=constitution,
+                           max_tokens=max_tokens)
+    summary = execute(options, kind="demo", prefect=prefect, progress=progress)
+    echo(summary_text(summary) + "\n" + format_report(settings(), summary, options))
+    fail_if_partial(summary)
 
 
 @app.command("config")
 def show_config() -> None:
-    """Print the effective settings and where each value came from."""
+    """Print the effective settings, both engine roles and the flag thresholds, and where each value came from."""
     from rlaif.config import describe_sources
 
     effective = settings()
-    sources = describe_sources(overrides())
-    for name in type(effective).model_fields:
-        echo(f"{name:18} = {getattr(effective, name)!s:48} ({sources[name]})")
+    for name, source in describe_sources(overrides()).items():
+        group, _, field = name.rpartition(".")
+        value = getattr(getattr(effective, group) if group else effective, field)
+        echo(f"{name:28} = {value!s:48} ({source})")
 
 
 @constitution_app.command("validate")

@@ -276,9 +276,13 @@ def ok_attempt(started: float, number: int = 1) -> Attempt:
 ERROR_CHARS = 200  # an attempt's error is one short line; the server log has the rest
 
 
-def one_line(text: str) -> str:
-    """``text`` on one line, whitespace squeezed, at most ``ERROR_CHARS`` characters."""
-    return " ".join(str(text).split())[:ERROR_CHARS]
+def one_line(text: str, limit: int | None = ERROR_CHARS) -> str:
+    """``text`` on one line, whitespace squeezed, at most ``limit`` characters (None: all of it).
+
+    The one home of one-line error text: engine attempts, DuckDB errors, constitution errors.
+    """
+    squeezed = " ".join(str(text).split())
+    return squeezed if limit is None else squeezed[:limit]
 
 
 def failed_attempt(started: float, exc: BaseException, number: int = 1) -> Attempt:

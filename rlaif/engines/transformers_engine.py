@@ -109,6 +109,16 @@ class TransformersEngine(BatchedEngine):
             device=settings.device,
         )
 
+    @property
+    def context_length(self) -> int | None:
+        """The model's context window, so stages can tell a request that cannot fit before sending it."""
+        return getattr(self._model.config, "max_position_embeddings", None) if self._model is not None else None
+
+    def count_tokens(self, messages: Sequence[dict[str, str]]) -> int:
+        """Prompt tokens of a chat, encoded exactly as ``_generate_batch`` encodes it."""
+        text = self._tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
     async def aclose(self) -> None:
         """Let a running batch finish, stop the worker thread and free the model's memory."""
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)

@@ -5,24 +5,41 @@ response against one principle, then asked to rewrite the response in light of t
 critiqued again with a freshly sampled principle, and few-shot examples of the procedure come first.
 
 Kept from the paper: one principle drawn at random per round (with replacement, weighted here by the YAML
-``weight``), the critique request -> critique -> revision request -> revision order, and few-shot exemplars
-placed before the conversation.
+``weight``), the critique request -> critique -> revision request -> revision order, few-shot exemplars placed
+before the conversation, and (``context="transcript"``, the default) one growing conversation: round n sees every
+earlier critique request, critique, revision request and revision.
 Changed: the paper wrote the exchange as one raw transcript ("Critique Request: ... Critique: ..."); chat models
-get it as alternating user/assistant turns. Each round starts from a fresh context holding the latest revision as
-the assistant's answer, instead of the whole history of earlier rounds, so prompts stay within small context
-windows. Principle draws are seeded per prompt and round from the run seed, so they do not depend on the order
-prompts run in or on where a resumed run restarts.
+get it as alternating user/assistant turns. ``context="fresh"`` starts each round from a new conversation holding
+only the latest revision as the assistant's answer, for models whose context cannot hold the whole history. The
+critic and reviser is the feedback role, which may be another model than the policy that wrote the answer (the
+paper used one model). Principle draws are seeded per (run seed, prompt, round), so they do not depend on the
+order prompts run in or on where a resumed run restarts. A conversation that would overflow the model's context
+ends the chain with that reason recorded; an engine failure ends it without a row, so the next run retries it.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 
 from rlaif.constitution import Constitution, Principle, render
-from rlaif.engines.base import ChatRequest, Completion, Engine, Message, SamplingParams, chat_key, content_hash
+from rlaif.engines.base import ChatRequest, Completion, Engine, Message, content_hash
 from rlaif.prompts import PromptRow
-from rlaif.stages import derive_seed
+from rlaif.stages import (
+    Overflow,
+    RunContext,
+    chat_request,
+    check_fits,
+    clean_output,
+    opening_turns,
+    overflow_from_error,
+)
+from rlaif.store import utcnow
+
+__all__ = [
+    "Revisions", "Round", "clean_output", "critique_messages", "critique_request", "critique_revise",
+    "draw_principle", "fewshot_turns", "revision_messages", "revision_request", "revision_rows",
+]
 
 
 @dataclass
@@ -33,11 +50,34 @@ class Round:
     principle_id: str
     before: str
     critique: Completion
-    revision: Completion | None  # None when the critique failed
+    revision: Completion | None  # None when the critique came back empty
+    revision_request: ChatRequest | None = None  # where a transcript's next round continues
 
     @property
     def revised_text(self) -> str | None:
         return clean_output(self.revision.text) if self.revision and self.revision.ok else None
+
+
+@dataclass
+class Revisions:
+    """The rounds of one chain that came back, and why the chain stopped early, if it did."""
+
+    rounds: list[Round] = field(default_factory=list)
+    target: int = 1  # the rounds the run asked for
+    error: str | None = None  # an engine failure; that round has no row, so a rerun retries it
+    failed_at: str | None = None  # where: "round 2 revise"
+    overflow: Overflow | None = None  # the conversation outgrew the context; the prompt is skipped from here
+    overflow_stage: str | None = None
+
+    @property
+    def final(self) -> str | None:
+        """The last revision when every asked-for round produced one, else None."""
+        if len(self.rounds) != self.target:
+            return None
+        return self.rounds[-1].revised_text
+
+
+# -- principles and messages -------------------------------------------------------------------------------------
 
 
 def draw_principle(constitution: Constitution, run_seed: int, prompt_id: str, round_number: int) -> Principle:
@@ -66,13 +106,15 @@ def fewshot_turns(constitution: Constitution) -> list[Message]:
 
 
 def critique_messages(constitution: Constitution, prompt: PromptRow, answer: str, principle: Principle) -> list[Message]:
-    """Input: prompt, the answer to critique, a principle. Output: messages ending in the critique request."""
+    """Input: prompt, the answer to critique, a principle. Output: a new conversation ending in the critique
+    request: the system turn (if any), the exemplars, the prompt's turns, the answer, the request."""
+    system, turns = opening_turns(constitution, prompt.messages)
     return [
+        *system,
         *fewshot_turns(constitution),
-        *[dict(m) for m in prompt.messages],
+        *turns,
         {"role": "assistant", "content": answer},
-        {"role": "user", "content": render(constitution.templates.critique,
-                                           critique_request=principle.critique_request)},
+        _critique_turn(constitution, principle),
     ]
 
 
@@ -87,45 +129,90 @@ def revision_messages(constitution: Constitution, critique_msgs: list[Message], 
     ]
 
 
-def clean_output(text: str | None) -> str | None:
-    """Strip whitespace; an empty output is no output (kept as NULL, counted with SQL)."""
-    if text is None:
-        return None
-    text = text.strip()
-    return text or None
+def _critique_turn(constitution: Constitution, principle: Principle) -> Message:
+    return {"role": "user", "content": render(constitution.templates.critique,
+                                              critique_request=principle.critique_request)}
 
 
-def _request(messages: list[Message], params: SamplingParams, model: str, stage: str, prompt_id: str) -> ChatRequest:
-    return ChatRequest(chat_key(messages, params, model), tuple(messages), params, stage, prompt_id)
+def critique_request(ctx: RunContext, prompt: PromptRow, number: int, current: str, previous: Round | None,
+                     model: str) -> tuple[ChatRequest, Principle]:
+    """Round ``number``'s critique request of ``current``, and the principle drawn for the round.
+
+    Transcript mode continues the previous round's revision conversation with the revision as the assistant's
+    turn; fresh mode (and round 1) start a new conversation from the prompt.
+    """
+    principle = draw_principle(ctx.constitution, ctx.seed, prompt.prompt_id, number)
+    if ctx.context == "transcript" and previous is not None and previous.revision_request is not None:
+        messages = [*previous.revision_request.messages, {"role": "assistant", "content": current},
+                    _critique_turn(ctx.constitution, principle)]
+    else:
+        messages = critique_messages(ctx.constitution, prompt, current, principle)
+    params = ctx.seeded(prompt.prompt_id, "critique", number)
+    return chat_request(messages, params, model, "critique", prompt.prompt_id), principle
 
 
-async def critique_revise(
-    prompt: PromptRow,
-    answer: str,
-    engine: Engine,
-    constitution: Constitution,
-    params: SamplingParams,
-    *,
-    rounds: int,
-    run_seed: int,
-) -> list[Round]:
-    """Run ``rounds`` critique/revision rounds on ``answer``; stops early at the first failed call."""
-    done: list[Round] = []
-    current = answer
-    for number in range(1, rounds + 1):
-        principle = draw_principle(constitution, run_seed, prompt.prompt_id, number)
-        c_params = replace(params, seed=derive_seed(run_seed, prompt.prompt_id, "critique", number))
-        r_params = replace(params, seed=derive_seed(run_seed, prompt.prompt_id, "revise", number))
-        c_msgs = critique_messages(constitution, prompt, current, principle)
-        critique = await engine.chat(_request(c_msgs, c_params, engine.model, "critique", prompt.prompt_id))
+def revision_request(ctx: RunContext, prompt: PromptRow, number: int, critique_req: ChatRequest, critique: str,
+                     principle: Principle, model: str) -> ChatRequest:
+    """Round ``number``'s revision request, continuing the critique conversation."""
+    messages = revision_messages(ctx.constitution, list(critique_req.messages), critique, principle)
+    params = ctx.seeded(prompt.prompt_id, "revise", number)
+    return chat_request(messages, params, model, "revise", prompt.prompt_id)
+
+
+# -- calling the engine ------------------------------------------------------------------------------------------
+
+
+async def critique_revise(ctx: RunContext, prompt: PromptRow, answer: str, engine: Engine) -> Revisions:
+    """Run ``ctx.rounds`` critique/revision rounds on ``answer``; stops early at an empty output, a failed call
+    or a conversation that no longer fits the context."""
+    out = Revisions(target=ctx.rounds)
+    current, previous = answer, None
+    for number in range(1, ctx.rounds + 1):
+        c_req, principle = critique_request(ctx, prompt, number, current, previous, engine.model)
+        critique = await _send(out, engine, c_req, f"round {number} critique")
+        if critique is None:
+            return out
         critique_text = clean_output(critique.text)
         if critique_text is None:
-            done.append(Round(number, principle.id, current, critique, None))
-            break
-        r_msgs = revision_messages(constitution, c_msgs, critique_text, principle)
-        revision = await engine.chat(_request(r_msgs, r_params, engine.model, "revise", prompt.prompt_id))
-        done.append(Round(number, principle.id, current, critique, revision))
-        if done[-1].revised_text is None:
-            break
-        current = done[-1].revised_text
-    return done
+            out.rounds.append(Round(number, principle.id, current, critique, None))
+            return out
+        r_req = revision_request(ctx, prompt, number, c_req, critique_text, principle, engine.model)
+        revision = await _send(out, engine, r_req, f"round {number} revise")
+        if revision is None:
+            return out
+        out.rounds.append(Round(number, principle.id, current, critique, revision, r_req))
+        previous, current = out.rounds[-1], out.rounds[-1].revised_text
+        if current is None:
+            return out
+    return out
+
+
+async def _send(out: Revisions, engine: Engine, request: ChatRequest, where: str) -> Completion | None:
+    """The completion, or None after noting on ``out`` why the chain stops (overflow or failure)."""
+    overflow = check_fits(engine, request)
+    if overflow is None:
+        completion = await engine.chat(request)
+        if completion.ok:
+            return completion
+        overflow = overflow_from_error(completion.error)
+        if overflow is None:
+            out.error, out.failed_at = completion.error, where
+            return None
+    out.overflow, out.overflow_stage = overflow, request.stage
+    return None
+
+
+def revision_rows(ctx: RunContext, chain_id: str, prompt: PromptRow, original: str, response_key: str,
+                  revisions: Revisions, *, policy_model: str) -> list[dict]:
+    """The ``revisions`` rows of the rounds that came back; ``model`` is the feedback model that wrote them."""
+    rows = []
+    for r in revisions.rounds:
+        rows.append({
+            "chain_id": chain_id, "round": r.number, "run_id": ctx.run_id, "prompt_id": prompt.prompt_id,
+            "principle_id": r.principle_id, "original": original, "before": r.before,
+            "critique": clean_output(r.critique.text), "revision": r.revised_text, "response_key": response_key,
+            "critique_key": r.critique.key, "revision_key": r.revision.key if r.revision is not None else None,
+            "constitution_name": ctx.constitution.name, "constitution_version": ctx.constitution.version,
+            "model": r.critique.model, "policy_model": policy_model, "created_at": utcnow(),
+        })
+    return rows

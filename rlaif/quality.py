@@ -1,0 +1,100 @@
+"""Where the data-quality flags of ``rlaif.stages.flags`` meet the rows and the database.
+
+- ``RowFlagger`` turns one chain's answer and revisions into ``row_flags`` rows as the chain completes
+  (empty, truncated, refusal, unchanged): no second pass, nothing held.
+- ``flag_run`` adds the flags that need the whole run (length outliers, near-duplicates across prompts) once the
+  run's rows are stored, reading its final answers in batches.
+- ``flag_counts`` reads ``row_flags`` generically for ``rlaif stats``: any target and flag, the judge's pair
+  flags included.
+
+Flag rows are written with INSERT OR IGNORE like every other row, so a resumed run keeps the flags it already
+has and adds those of its new rows.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from rlaif.stages import flags
+from rlaif.store import utcnow
+
+if TYPE_CHECKING:
+    from rlaif.config import FlagSettings
+    from rlaif.stages.critique_revise import Revisions
+    from rlaif.stages.respond import Response
+    from rlaif.store import Store
+
+_BATCH = 2048  # final answers read at a time by the run pass
+
+
+def revision_target_id(chain_id: str, round_number: int) -> str:
+    """The ``row_flags.target_id`` of a revision row (storage/004_sft.sql builds the same in SQL)."""
+    return f"{chain_id}:{round_number}"
+
+
+class RowFlagger:
+    """Per-row flags of one run, with its thresholds and refusal patterns."""
+
+    def __init__(self, run_id: str, thresholds: "FlagSettings", patterns: re.Pattern[str]):
+        self.run_id, self.thresholds, self.patterns = run_id, thresholds, patterns
+
+    def response(self, response: "Response") -> list[dict]:
+        """Flags of the policy's answer (target 'response', id chain_id)."""
+        c = response.completion
+        found = flags.answer_flags(response.text, c.finish_reason if c else None, self.patterns)
+        now = utcnow()
+        return [f.row("response", response.chain_id, self.run_id, now) for f in found]
+
+    def revisions(self, chain_id: str, revisions: "Revisions") -> list[dict]:
+        """Flags of each round's revision (target 'revision', id 'chain_id:round')."""
+        rows, now = [], utcnow()
+        for r in revisions.rounds:
+            text = r.revised_text
+            found = flags.answer_flags(text, r.revision.finish_reason if r.revision else None, self.patterns)
+            same = flags.unchanged(r.before, text, self.thresholds.unchanged_similarity)
+            target = revision_target_id(chain_id, r.number)
+            rows += [f.row("revision", target, self.run_id, now) for f in [*found, *([same] if same else [])]]
+        return rows
+
+
+def flag_run(store: "Store", run_id: str, thresholds: "FlagSettings") -> int:
+    """Length-outlier and near-duplicate flags over the run's final answers; returns the flag rows new now."""
+    ids: list[str] = []
+    targets: list[str] = []
+    lengths: list[int] = []
+    signed: list[int] = []  # indexes (into ids) of the answers that have a signature
+    signatures = []
+    with store.connect() as con:
+        cursor = con.execute(
+            "SELECT target, target_id, completion FROM sft_candidates WHERE run_id = ? AND final "
+            "AND completion IS NOT NULL ORDER BY target_id", [run_id])
+        while batch := cursor.fetchmany(_BATCH):
+            for target, target_id, text in batch:
+                signature = flags.minhash(text)
+                if signature is not None:
+                    signed.append(len(ids))
+                    signatures.append(signature)
+                ids.append(target_id)
+                targets.append(target)
+                lengths.append(len(text))
+    found = flags.length_outliers(lengths, thresholds.length_z, thresholds.length_min_rows)
+    duplicates = flags.duplicate_flags([ids[i] for i in signed], signatures, thresholds.near_duplicate)
+    now = utcnow()
+    rows = [f.row(targets[i], ids[i], run_id, now) for i, f in found.items()]
+    rows += [f.row(targets[signed[j]], ids[signed[j]], run_id, now) for j, f in duplicates.items()]
+    return store.insert("row_flags", rows)
+
+
+def flag_counts(store: "Store", run_id: str | None = None, *, read_only: bool = False) -> list[dict]:
+    """Rows hit per (run, target, flag), every flag the table holds; one run's when ``run_id`` is given.
+
+    ``read_only`` opens the file read-only, so ``rlaif stats`` works while a run is writing.
+    """
+    where, params = ("WHERE run_id = ?", [run_id]) if run_id else ("", [])
+    sql = (f"SELECT run_id, target, flag, count(*) AS rows FROM row_flags {where} "
+           "GROUP BY run_id, target, flag ORDER BY run_id, target, flag")
+    with store.connect(read_only=read_only) as con:
+        cursor = con.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, values)) for values in cursor.fetchall()]
