@@ -41,7 +41,7 @@ def judged(engine, constitution, mode: str, **options):
     return pairs, asyncio.run(go())
 
 
-@pytest.mark.parametrize("mode, options", [("choice", {}), ("score", {}), ("cot", {"cot_max_tokens": 24})])
+@pytest.mark.parametrize("mode, options", [("choice", {}), ("score", {}), ("cot", {"cot_max_tokens": 16})])
 def test_every_mode_reads_numbers_from_the_real_model(smol, harmless, mode, options):
     _, judgements = judged(smol, harmless, mode, **options)
     verdicts = [j.verdicts[0] for j in judgements]

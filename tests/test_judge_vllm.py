@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rlaif.config import EMBEDDED_MODEL
-from rlaif.engines.base import ChoiceRequest, ScoreRequest
+from rlaif.engines.base import ChoiceRequest, ScoreRequest, run_all
 from rlaif.engines.openai_engine import OpenAIEngine
 from rlaif.engines.openai_endpoint import prefix_cache_stats
 
@@ -45,7 +45,7 @@ def test_server_scores_match_teacher_forcing_in_transformers(vllm_server, smol):
     request = ScoreRequest(key="egg", messages=CONVO, continuation=ANSWER)
     engine = OpenAIEngine([vllm_server.url], EMBEDDED_MODEL)
     (served,) = run(engine, engine.score(request))
-    (local,) = run(smol, smol.score(request))
+    (local,) = run_all([smol.score(request)])  # the module's engine stays open
     assert served.ok, served.error
     assert served.tokens == local.tokens > 10 and served.prompt_tokens == local.prompt_tokens
     # bf16 (or fp32) on the server against fp32 here: per-token log-probs agree to a few hundredths on average
@@ -58,7 +58,8 @@ def test_a_two_token_score_is_read_with_next_token_requests_only(vllm_server, sm
     request = ChoiceRequest("rating", prompt, tuple(str(s) for s in range(1, 11)))
     engine = OpenAIEngine([vllm_server.url], EMBEDDED_MODEL)
     (served,) = run(engine, engine.choose(request))
-    (local,) = run(smol, smol.choose(request))
+    (local,) = run_all([smol.choose(request)])
+    assert local.ok, local.error
     assert served.ok and all(v is not None and math.isfinite(v) for v in served.logprobs.values())
     assert len(served.attempts) == 2  # the top-20 read, then one read after "1" for "10": no echo request
     assert served.logprobs["10"] == pytest.approx(local.logprobs["10"], abs=0.3)

@@ -358,6 +358,20 @@ def test_score_tokenizes_the_conversation_then_reads_prompt_logprobs(server):
     sent = [body for _, path, body in server.seen if path == "/v1/completions"]
     assert sent[0]["prompt_logprobs"] == 0 and sent[0]["max_tokens"] == 1 and "echo" not in sent[0]
     assert [a.status for a in first.attempts] == ["ok"] * 3
+    assert [a.status for a in again.attempts] == ["ok"]  # the same inputs: tokenized once, by the first ask
+
+
+def test_scores_of_one_conversation_tokenize_it_once(server):
+    from rlaif.engines.base import ScoreRequest
+
+    engine = engine_for(server)
+    messages = ({"role": "user", "content": "hi"},)
+    requests = [ScoreRequest(key=f"s{i}", messages=messages, continuation=c) for i, c in enumerate("abcd")]
+    results = run(engine, *(engine.score(r) for r in requests))
+    assert all(r.ok and r.tokens == 1 for r in results)
+    tokenize = [body for _, path, body in server.seen if path == "/tokenize"]
+    assert sum("messages" in b for b in tokenize) == 1 and sum("prompt" in b for b in tokenize) == 4
+    assert sum(len(r.attempts) for r in results) == 1 + 4 + 4
 
 
 def test_score_on_a_server_without_tokenize_is_an_error_result(server):

@@ -245,9 +245,8 @@ class OpenAIEngine(ScoringMixin):
     ) -> tuple[dict[str, float | None], int | None] | None:
         """Top log-probs of the first generated token after the raw prompt; None if the server cannot say.
 
-        A choice missing from the top ``TOP_LOGPROBS`` (a multi-token choice such as "10", or an unlikely one)
-        is read token by token (``_chained_logprob``), each step a next-token request on a longer prompt that
-        shares the cached prefix; only when that fails is it scored by an echo request (``_echo_logprob``).
+        A choice missing from the top ``TOP_LOGPROBS`` (a multi-token "10", an unlikely letter) is read token by
+        token (``_chained_logprob``): next-token requests on longer prompts that share the cached prefix.
         """
         found = await self._next_top(request.prompt, attempts)
         if found is None:
@@ -285,11 +284,9 @@ class OpenAIEngine(ScoringMixin):
 
     async def _chained_logprob(self, prompt: str, choice: str, top: dict[str, float],
                                attempts: list[Attempt]) -> float | None:
-        """log P(choice | prompt) as a product of next-token reads, echo only when a step cannot be read.
-
-        Each step takes the longest top token that continues the choice, then asks for the next token after
-        ``prompt`` plus what is spelt so far. The result follows one tokenization of the choice (the one the
-        server's top tokens spell); other spellings of the same text are left out, a small underestimate.
+        """log P(choice | prompt) read token by token (the longest top token that continues the choice, then the
+        next token after ``prompt`` plus what is spelt so far); an echo request only when a step cannot be read.
+        It follows the one tokenization the top tokens spell: other spellings are left out, a small underestimate.
         """
         spelt, total = "", 0.0
         for _ in range(MAX_CHAIN):
@@ -331,11 +328,8 @@ class OpenAIEngine(ScoringMixin):
     async def _choose_chat(
         self, request: ChoiceRequest, attempts: list[Attempt]
     ) -> tuple[dict[str, float | None], int | None] | None:
-        """Fallback for servers without ``/v1/completions``: chat ``top_logprobs`` of the first reply token.
-
-        The prompt goes in as one user message, so the server's chat template wraps it: an approximation of the
-        raw continuation, kept because a probability beats a bare choice. Choices not in the top come back None.
-        """
+        """Fallback for servers without ``/v1/completions``: chat ``top_logprobs`` of the first reply token (the
+        chat template wraps the prompt: an approximation, kept because a probability beats a bare choice)."""
 
         async def send(client: Any) -> tuple[dict[str, float] | None, int | None]:
             response = await client.chat.completions.create(

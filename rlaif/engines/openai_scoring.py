@@ -4,10 +4,11 @@ The OpenAI API has no such call. vLLM's extensions give it in three requests, al
 other try:
 
 1. ``POST /tokenize`` with ``messages`` and ``add_generation_prompt: true``: the ids of the conversation under
-   the server's own chat template, ending where the assistant's reply starts. Cached per conversation (the judge
-   scores several responses under each framing of one prompt).
+   the server's own chat template, ending where the assistant's reply starts.
 2. ``POST /tokenize`` with the continuation as ``prompt`` and ``add_special_tokens: false``: its ids, tokenized
    on their own, as generation would emit them after the template.
+   Both are asked once per distinct input (the judge scores several responses under each framing of a prompt,
+   and each response under two framings), so a score costs one completion plus its share of the tokenizing.
 3. ``POST /v1/completions`` on the token ids of both, ``max_tokens: 1`` and ``prompt_logprobs: 0``: for every
    prompt token, the log-prob of that very token given the tokens before it. The last ``len(continuation)`` are
    the continuation's.
@@ -34,7 +35,6 @@ class ScoringMixin:
     """``score`` for ``OpenAIEngine``, which provides ``model`` and ``_with_retries``."""
 
     model: str
-    _tokenized: dict[str, list[int]]
 
     async def score(self, request: ScoreRequest) -> ScoreResult:
         """Per-token log-probs of ``request.continuation`` after the templated conversation (see the module)."""
@@ -55,20 +55,40 @@ class ScoringMixin:
                            latency_s=time.monotonic() - started, attempts=attempts, error=error)
 
     async def _conversation_ids(self, messages: tuple[Message, ...], attempts: list[Attempt]) -> list[int]:
-        cache = self.__dict__.setdefault("_tokenized", {})
-        key = content_hash("template", list(messages))
-        if key not in cache:
-            body = {"model": self.model, "messages": [dict(m) for m in messages], "add_generation_prompt": True}
-            ids = await self._tokenize(body, attempts)
-            if len(cache) >= TOKENIZE_CACHE:
-                cache.clear()
-            cache[key] = ids
-        return cache[key]
+        body = {"model": self.model, "messages": [dict(m) for m in messages], "add_generation_prompt": True}
+        return await self._cached_ids(content_hash("template", list(messages)), body, attempts)
 
     async def _text_ids(self, text: str, attempts: list[Attempt]) -> list[int]:
         if not text:
             return []
-        return await self._tokenize({"model": self.model, "prompt": text, "add_special_tokens": False}, attempts)
+        body = {"model": self.model, "prompt": text, "add_special_tokens": False}
+        return await self._cached_ids(content_hash("text", text), body, attempts)
+
+    async def _cached_ids(self, key: str, body: dict[str, Any], attempts: list[Attempt]) -> list[int]:
+        """``/tokenize`` once per distinct input: concurrent askers await the first one's request.
+
+        The judge scores every response under two framings, and several responses under each framing of one
+        prompt, all at once; without this every score would tokenize its conversation and text again. The cache
+        holds futures of the current event loop; a failed tokenization is dropped so the next ask retries it.
+        """
+        loop = asyncio.get_running_loop()
+        cache: dict[str, asyncio.Future[list[int]]] = self.__dict__.setdefault("_tokenized", {})
+        cached = cache.get(key)
+        if cached is not None and cached.get_loop() is loop and not (cached.done() and cached.exception()):
+            return list(await asyncio.shield(cached))
+        if len(cache) >= TOKENIZE_CACHE:
+            cache.clear()
+        future: asyncio.Future[list[int]] = loop.create_future()
+        cache[key] = future
+        try:
+            ids = await self._tokenize(body, attempts)
+        except BaseException as exc:
+            cache.pop(key, None)
+            future.set_exception(exc)
+            future.exception()  # retrieved here: whoever else waits gets it raised
+            raise
+        future.set_result(ids)
+        return list(ids)
 
     async def _tokenize(self, body: dict[str, Any], attempts: list[Attempt]) -> list[int]:
         from rlaif.engines.openai_engine import _BadResponse
