@@ -7,7 +7,9 @@ nothing is answered from the database:
    judged in ``choice`` mode (the whole flow, end to end); its pairs are written to a pair file;
 1. ``judge pairs`` on that file: ``choice``, one principle, both orders;
 2. the same with an ensemble of ``--principles`` (4);
-3. ``cot`` (rationale, then the letter read after it) on the first ``--cot-pairs`` pairs.
+3. ``cot`` (rationale, then the letter read after it) on the first ``--cot-pairs`` pairs;
+4. the same with every rationale forced to its full budget (``ignore_eos``, 160 tokens): SmolLM2's greedy
+   "rationale" is the bare answer, so this phase stands for a judge model that does reason.
 
 The prefix cache is emptied before each judge phase (``POST /reset_prefix_cache``, dev mode), so each phase's
 hit rate is its own. Token figures come from the ``generations`` rows (the server's usage counts) and exclude
@@ -72,6 +74,7 @@ def phase_figures(db: Path, summary, before: dict, after: dict) -> dict:
         "requests_per_pair": round(requests / pairs, 2), "tries_per_pair": round(tries / pairs, 2),
         "prompt_tokens_per_pair": round(prompt / pairs, 1), "generated_tokens_per_pair": round(generated / pairs, 1),
         "computed_prompt_tokens_per_pair": round(computed / pairs, 1) if computed is not None else None,
+        "engine_tokens_per_pair": round((computed + generated) / pairs, 1) if computed is not None else None,
         "cache_queried": queries, "cache_hits": hits,
         "hit_rate": round(hit_rate, 3) if hit_rate is not None else None,
         "verdicts": summary.verdicts, "parse_failures": summary.parse_failures, "failed": summary.failed_prompts,
@@ -109,6 +112,24 @@ def run_phase(name: str, base, url: str, work: Path, **options) -> tuple:
     return db, figures
 
 
+def full_length_rationales() -> None:
+    """Benchmark only: every chain-of-thought rationale runs to ``cot_max_tokens`` (``ignore_eos``)."""
+    from dataclasses import replace
+
+    import rlaif.judge.modes as modes
+    from rlaif.engines.base import ChatRequest, chat_key
+
+    natural = modes.rationale_request
+
+    def forced(text, config, model, prompt_id):
+        request = natural(text, config, model, prompt_id)
+        params = replace(request.params, ignore_eos=True)
+        return ChatRequest(chat_key(request.messages, params, model), request.messages, params, request.stage,
+                           request.prompt_id)
+
+    modes.rationale_request = forced
+
+
 def run_all(args: argparse.Namespace, work: Path, results: dict) -> None:
     from rlaif.config import EMBEDDED_MODEL, load_settings
     from rlaif.models import resolve_model_path
@@ -138,6 +159,9 @@ def run_all(args: argparse.Namespace, work: Path, results: dict) -> None:
                                           judge_mode="choice", principles=args.principles)
         _, phases["cot"] = run_phase("cot", base, server.url, work, pairs=str(pairs), judge_mode="cot",
                                      limit=args.cot_pairs)
+        full_length_rationales()
+        _, phases["cot_full"] = run_phase("cot_full", base, server.url, work, pairs=str(pairs), judge_mode="cot",
+                                          limit=args.cot_pairs)
     finally:
         server.stop()
 
@@ -147,7 +171,7 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 
 COLUMNS = ("pairs", "pairs_per_s", "requests_per_pair", "tries_per_pair", "prompt_tokens_per_pair",
-           "computed_prompt_tokens_per_pair", "generated_tokens_per_pair", "hit_rate")
+           "computed_prompt_tokens_per_pair", "generated_tokens_per_pair", "engine_tokens_per_pair", "hit_rate")
 
 
 def markdown(results: dict, command: str) -> str:
@@ -178,9 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"machine": machine_info(serve_python(load_settings())), "phases": {}, "work": str(work),
                      "config": vars(args) | {"out_json": str(args.out_json), "docs": str(args.docs)}}
     run_all(args, work, results)
-    choice, cot = results["phases"]["choice"], results["phases"]["cot"]
-    results["cot_ratio"] = {k: ratio(choice[k], cot[k]) for k in (
-        "generated_tokens_per_pair", "prompt_tokens_per_pair", "computed_prompt_tokens_per_pair")}
+    phases = results["phases"]
+    results["cot_ratio"] = {cot: {k: ratio(phases["choice"][k], phases[cot][k]) for k in (
+        "generated_tokens_per_pair", "prompt_tokens_per_pair", "computed_prompt_tokens_per_pair",
+        "engine_tokens_per_pair")} for cot in ("cot", "cot_full")}
     results["machine"]["load_after"] = os.getloadavg()
     if args.out_json:
         args.out_json.write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
