@@ -330,3 +330,24 @@ def test_the_rl_cai_flow_runs_and_resumes(prefect_harness, tmp_path, monkeypatch
     again = flows.rl_cai.rl_cai_flow(options=options.model_dump(), settings_overrides=overrides,
                                      show_progress=False)
     assert again["engine_calls"] == 0 and again["resumed"] and again["run_id"] == summary["run_id"]
+
+
+@pytest.mark.vllm
+def test_generate_prefs_against_a_real_vllm_server(vllm_server, settings, tmp_path):
+    """Both roles on the session's vLLM server: seeded samples, the log-prob judge, then a resume that sends
+    nothing."""
+    from rlaif.config import EMBEDDED_MODEL
+
+    served = settings.model_copy(update={"engine": "openai", "model": EMBEDDED_MODEL,
+                                         "base_url": [vllm_server.url]})
+    opts = PrefsOptions.parse(prompts=_source(tmp_path), samples=2, max_tokens=24, judge_mode="choice",
+                              temperature=1.0)
+    first = generate_prefs(served, opts, show_progress=False, log=lambda line: None)
+    assert first.failed_prompts == 0 and first.candidates == 6 and first.judged == first.pairs >= 2
+    store = Store(settings.db)
+    rows = store.fetch("SELECT p_a_ab, p_a_ba, method, judge_model, policy_model FROM comparisons")
+    assert len(rows) == first.pairs and all(0 < r["p_a_ab"] < 1 and 0 < r["p_a_ba"] < 1 for r in rows)
+    assert {(r["method"], r["judge_model"], r["policy_model"]) for r in rows} == {
+        ("logprobs", EMBEDDED_MODEL, EMBEDDED_MODEL)}
+    again = generate_prefs(served, opts, show_progress=False, log=lambda line: None)
+    assert again.engine_calls == 0 and again.resumed and again.judged == first.judged
