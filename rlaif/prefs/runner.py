@@ -61,7 +61,6 @@ def prepare_prefs(settings: "Settings", options: "PrefsOptions") -> PrefsPlan:
 
     options = options.with_seed(settings.seed).with_judge_mode(default_mode(settings.feedback.engine))
     constitution = load_constitution(resolve_constitution(options.constitution))
-    options.judge_config()
     draw_judge_principles(constitution, 0, "", options.principles)  # --principles fits the constitution
     total, bad = count_work(options, settings.db)
     return PrefsPlan(options, constitution, source_identity(options), total, bad, tuple(load_canaries()))
