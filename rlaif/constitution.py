@@ -18,6 +18,7 @@ change it, while any change to a principle, exemplar or template does. Every eng
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import re
@@ -269,11 +270,19 @@ def render(template: str, **values: str) -> str:
 
     The output is built piecewise, never formatted twice, so braces inside the values come through untouched.
     """
-    missing = {f for f in _fields(template) if f not in values}
+    pieces, names = _parsed(template)
+    missing = {f for f in names if f not in values}
     if missing:
         raise TemplateError(f"template needs {_names(missing)}; got {', '.join(sorted(values)) or 'nothing'}")
-    parsed = string.Formatter().parse(template)
-    return "".join(literal + (str(values[name]) if name is not None else "") for literal, name, _, _ in parsed)
+    return "".join(literal + (str(values[name]) if name is not None else "") for literal, name in pieces)
+
+
+@functools.lru_cache(maxsize=512)
+def _parsed(template: str) -> tuple[tuple[tuple[str, str | None], ...], tuple[str, ...]]:
+    """A template's (literal, placeholder) pieces and its placeholder names, parsed once: a run renders the same
+    few templates for every request."""
+    names = tuple(_fields(template))
+    return tuple((literal, name) for literal, name, _, _ in string.Formatter().parse(template)), names
 
 
 # --- loading ---------------------------------------------------------------------------------------------------

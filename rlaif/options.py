@@ -45,7 +45,8 @@ class RunOptions(BaseModel):
     prompt_column: str = Field("prompt", min_length=1, description="column holding the prompt text")
     helpful_column: str | None = Field(
         None, min_length=1,
-        description="boolean column marking prompts whose answer is kept unrevised (helpfulness samples)",
+        description="column marking prompts whose answer is kept unrevised, helpfulness samples (true, 1, yes "
+                    "or 'helpful' marks a row)",
     )
     no_revise: bool = Field(False, description="keep every answer unrevised: the whole source is helpfulness data")
     skip_bad_rows: bool = Field(False, description="record bad rows with their reason and go on, instead of stopping")

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rlaif.recording import RecordingEngine, StoredResults
+from rlaif.sources import BadRow
 from rlaif.stages import RunContext, skipped_row
 from rlaif.stages.compare_revision import judge_revision
 from rlaif.stages.critique_revise import critique_revise, revision_rows
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from rlaif.store import Store, Writer
 
 MAX_ERRORS_KEPT = 20  # the summary keeps the first failures' messages; all are in the attempts table
+MAX_PENDING_ROWS = 16_384
 
 
 @dataclass
@@ -67,10 +69,6 @@ class RunSummary:
         return {**asdict(self), "tokens_per_s": round(self.tokens_per_s, 1)}
 
 
-def is_helpful(prompt: "PromptRow") -> bool:
-    return bool(getattr(prompt, "helpful", False))
-
-
 class _Run:
     """The state one run's chains share: engines (recorded), writer, flagger, counters."""
 
@@ -79,9 +77,9 @@ class _Run:
         self.ctx, self.writer, self.flagger, self.judge = ctx, writer, flagger, judge
         self.stored = StoredResults(store)
         self.policy = RecordingEngine(engines.policy, writer, run_id=ctx.run_id,
-                                      constitution_version=ctx.constitution.version, stored=self.stored)
+                                      constitution_version=ctx.constitution_version, stored=self.stored)
         self.feedback = self.policy if engines.shared else RecordingEngine(
-            engines.feedback, writer, run_id=ctx.run_id, constitution_version=ctx.constitution.version,
+            engines.feedback, writer, run_id=ctx.run_id, constitution_version=ctx.constitution_version,
             stored=self.stored)
         self.summary = RunSummary(run_id=ctx.run_id)
 
@@ -113,7 +111,7 @@ class _Run:
                                                               response.overflow)])
         if response.error is not None:
             return self.failed(prompt, "respond", response.error)
-        helpful = is_helpful(prompt)
+        helpful = prompt.helpful
         self.write("responses", [response_row(ctx, response, helpful=helpful)])
         self.write("row_flags", self.flagger.response(response))
         original = response.text
@@ -163,7 +161,7 @@ def _batches(source: Iterable[Any], size: int, limit: int | None, run: _Run) -> 
     batch: list["PromptRow"] = []
     taken = 0
     for item in source:
-        if not hasattr(item, "prompt_id"):  # a BadRow (rlaif.sources): recorded and skipped
+        if isinstance(item, BadRow):  # recorded with its reason and skipped (--skip-bad-rows)
             run.summary.bad_rows += 1
             run.write("bad_rows", [item.as_row(run.ctx.run_id)])
             continue
@@ -200,7 +198,9 @@ async def run_chains(
     gate = asyncio.Semaphore(window)
     running: set[asyncio.Task] = set()
     started = time.perf_counter()
-    max_pending = 16 * writer.max_rows  # rows buffered before new chains wait for DuckDB to catch up
+    # Rows buffered before new chains wait for DuckDB to catch up. A flush costs ~0.2 s however few rows it holds
+    # (open, commit, checkpoint on close), so the writer keeps up by taking bigger batches, up to this bound.
+    max_pending = MAX_PENDING_ROWS
 
     async def one(prompt: "PromptRow") -> None:
         try:
@@ -221,8 +221,9 @@ async def run_chains(
         await asyncio.to_thread(run.stored.load, [p.prompt_id for p in batch])
         for prompt in batch:
             await gate.acquire()
-            while writer.pending > max_pending:
-                await asyncio.sleep(0.01)
+            if writer.pending > max_pending:
+                # Wait for DuckDB off the loop (in-flight chains go on); raises if the rows cannot be written.
+                await asyncio.to_thread(writer.flush)
             run.summary.prompts += 1
             task = asyncio.create_task(one(prompt))
             running.add(task)

@@ -15,11 +15,13 @@ def prompt_progress(total: int, *, enabled: bool = True, label: str = "generatin
     if not enabled:
         yield lambda summary: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
 
     started = time.perf_counter()
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("prompts"),
-               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(bar_width=16), MofNCompleteColumn(),
+               TextColumn("prompts {task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+               TimeRemainingColumn())
     last = [0.0, 0]
     with Progress(*columns) as progress:
         task = progress.add_task(label, total=total or None, rate="")
@@ -30,8 +32,7 @@ def prompt_progress(total: int, *, enabled: bool = True, label: str = "generatin
             if now - last[0] < _REDRAW_S and last[1] < total:
                 return
             rate = summary.output_tokens / max(now - started, 1e-9)
-            progress.update(task, completed=last[1],
-                            rate=f"{summary.rows} rows, {summary.output_tokens} tokens, {rate:.0f} tok/s")
+            progress.update(task, completed=last[1], rate=f"{summary.rows} rows {rate:.0f} tok/s")
             last[0] = now
 
         yield advance

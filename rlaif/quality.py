@@ -26,6 +26,16 @@ if TYPE_CHECKING:
     from rlaif.store import Store
 
 _BATCH = 2048  # final answers read at a time by the run pass
+# The run's final answers, as sft_candidates defines them but from the tables themselves: the view also builds
+# every row's messages and sorts all rounds for its window, which a 20,000-prompt run pays for in memory.
+_FINAL_ANSWERS = """
+SELECT 'revision' AS target, v.chain_id || ':' || v.round AS target_id, v.revision AS completion
+FROM revisions v JOIN responses r USING (chain_id)
+WHERE v.run_id = ? AND v.round = r.rounds AND v.revision IS NOT NULL
+UNION ALL
+SELECT 'response', chain_id, response FROM responses WHERE run_id = ? AND helpful AND response IS NOT NULL
+ORDER BY target_id
+"""
 
 
 def revision_target_id(chain_id: str, round_number: int) -> str:
@@ -66,9 +76,7 @@ def flag_run(store: "Store", run_id: str, thresholds: "FlagSettings") -> int:
     signed: list[int] = []  # indexes (into ids) of the answers that have a signature
     signatures = []
     with store.connect() as con:
-        cursor = con.execute(
-            "SELECT target, target_id, completion FROM sft_candidates WHERE run_id = ? AND final "
-            "AND completion IS NOT NULL ORDER BY target_id", [run_id])
+        cursor = con.execute(_FINAL_ANSWERS, [run_id, run_id])
         while batch := cursor.fetchmany(_BATCH):
             for target, target_id, text in batch:
                 signature = flags.minhash(text)
@@ -94,7 +102,15 @@ def flag_counts(store: "Store", run_id: str | None = None, *, read_only: bool = 
     where, params = ("WHERE run_id = ?", [run_id]) if run_id else ("", [])
     sql = (f"SELECT run_id, target, flag, count(*) AS rows FROM row_flags {where} "
            "GROUP BY run_id, target, flag ORDER BY run_id, target, flag")
+    import duckdb
+
+    from rlaif.errors import StoreError
+
     with store.connect(read_only=read_only) as con:
-        cursor = con.execute(sql, params)
+        try:
+            cursor = con.execute(sql, params)
+        except duckdb.CatalogException:
+            raise StoreError(f"{store.path} has no row_flags table yet; any generating command migrates it "
+                             "(e.g. rlaif generate sft)") from None
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, values)) for values in cursor.fetchall()]

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+
+import orjson
 from typing import TYPE_CHECKING, Iterable
 
 from rlaif.engines.base import (
@@ -163,7 +165,8 @@ class RecordingEngine:
         self.engine_calls += len(attempts)
         for a in attempts:
             self.writer.add("attempts", {
-                "attempt_id": content_hash("attempt", key, self.run_id, a.number, a.started_at),
+                # started_at as text keeps the hash on content_hash's fast path (floats take the slow one)
+                "attempt_id": content_hash("attempt", key, self.run_id, a.number, f"{a.started_at:.6f}"),
                 "key": key, "run_id": self.run_id, "stage": stage, "number": a.number, "status": a.status,
                 "error": a.error, "latency_s": a.latency_s, "started_at": _naive_utc(a.started_at),
             })
@@ -171,7 +174,7 @@ class RecordingEngine:
     def _record(self, key: str, stage: str, prompt_id: str | None, *, kind: str, params: dict, **fields) -> None:
         row = {
             "key": key, "run_id": self.run_id, "kind": kind, "stage": stage, "prompt_id": prompt_id,
-            "messages": None, "prompt_text": None, "params": json.dumps(params), "engine": self.name,
+            "messages": None, "prompt_text": None, "params": orjson.dumps(params).decode(), "engine": self.name,
             "output": None, "choice_logprobs": None, "choice_method": None, "finish_reason": None,
             "prompt_tokens": None, "completion_tokens": None, "latency_s": None,
             "constitution_version": self.constitution_version, "created_at": utcnow(),

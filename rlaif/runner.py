@@ -24,10 +24,9 @@ if TYPE_CHECKING:
     from rlaif.options import RunOptions
     from rlaif.store import Store
 
-try:
-    from rlaif.sources import check_prompts, read_prompts
-except ImportError:  # until the sources branch merges: the same contract over JSONL files
-    from rlaif._sources_fallback import check_prompts, read_prompts  # type: ignore[assignment]
+
+
+WRITER_MEMORY_MB = 64  # DuckDB memory during a flush; doubles on demand when a database's indexes need more
 
 
 @dataclass(frozen=True)
@@ -56,9 +55,10 @@ def prepare(settings: "Settings", options: "RunOptions") -> Plan:
     options = options.with_seed(settings.seed)
     constitution = load_constitution(resolve_constitution(options.constitution))
     patterns = load_refusal_patterns(settings.flags.refusal_patterns)
+    from rlaif.sources import check_prompts
+
     check = check_prompts(options.prompts, db=settings.db, limit=options.limit, **_source_args(options))
-    bad = check.bad_rows if isinstance(check.bad_rows, int) else len(check.bad_rows)
-    return Plan(options, constitution, source_identity(options.prompts), check.count, bad, patterns)
+    return Plan(options, constitution, source_identity(options.prompts), check.count, check.bad_total, patterns)
 
 
 def open_store(settings: "Settings") -> "Store":
@@ -88,6 +88,7 @@ def run_sft(
     """
     from rlaif.engines import open_engines
     from rlaif.quality import RowFlagger
+    from rlaif.sources import read_prompts
     from rlaif.runs import start_run
     from rlaif.stages import RunContext
     from rlaif.store import Writer
@@ -103,10 +104,12 @@ def run_sft(
                      params=options.sampling(), config_hash=start.config_hash, rounds=options.rounds,
                      context=options.context)
     flagger = RowFlagger(start.run_id, settings.flags, plan.refusal_patterns)
-    writer = Writer(store, background=True)  # flushes never stall the event loop
+    # Flushes run on their own thread, so they never stall the event loop; DuckDB's cache is capped during them
+    # so the run's memory does not grow with the database file (Writer._write_bounded).
+    writer = Writer(store, background=True, memory_limit_mb=WRITER_MEMORY_MB)
     roles = (settings.policy, settings.feedback)
     window = max(max(2 * r.concurrency, 2 * r.batch_size) for r in roles)
-    source = read_prompts(options.prompts, db=settings.db, **_source_args(options))
+    source = read_prompts(options.prompts, db=settings.db, limit=options.limit, **_source_args(options))
 
     async def go(advance: Callable[[RunSummary], None]) -> RunSummary:
         try:

@@ -25,9 +25,13 @@ def test_demo_on_the_embedded_model(tmp_path):
     assert run["status"] == "completed" and run["engine"] == "transformers"
     assert run["model"] == "SmolLM2-135M-Instruct" and run["prefect_flow_run_id"]
     stages = {r["stage"]: r["n"] for r in store.fetch("SELECT stage, count(*) AS n FROM generations GROUP BY 1")}
-    assert stages["respond"] == 2 and stages["critique"] == 2 and stages["revise"] == 2
-    assert store.fetch("SELECT count(*) AS n FROM sft_dataset")[0]["n"] == 2
+    # the first built-in prompt is a helpfulness prompt (kept unrevised), the second a red-team one
+    assert stages["respond"] == 2 and stages["critique"] == 1 and stages["revise"] == 1
+    assert store.fetch("SELECT count(*) AS n FROM sft_candidates WHERE final")[0]["n"] == 2
+    clean = store.fetch("SELECT count(*) AS n FROM sft_candidates WHERE final AND len(flags) = 0")[0]["n"]
+    assert store.fetch("SELECT count(*) AS n FROM sft_dataset")[0]["n"] == clean  # flagged rows left out
     judged = store.fetch("SELECT p_a_ab, p_a_ba, p_a FROM comparisons")
+    assert len(judged) <= 1
     for row in judged:  # real probabilities from the model's log-probs, averaged over both orders
         assert 0 < row["p_a_ab"] < 1 and 0 < row["p_a_ba"] < 1
         assert row["p_a"] == pytest.approx((row["p_a_ab"] + row["p_a_ba"]) / 2)

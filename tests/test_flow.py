@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-import flows.sl_cai
 from rlaif.demo import demo_options
 from rlaif.errors import ConfigError
 from rlaif.store import Store
@@ -12,10 +11,17 @@ from rlaif.store import Store
 pytestmark = pytest.mark.prefect
 
 
+def _flow():
+    """The flow, imported in the test so that collecting this module does not import Prefect."""
+    from flows.sl_cai import sl_cai_flow
+
+    return sl_cai_flow
+
+
 def test_flow_runs_and_links_the_run_to_its_prefect_flow_run(prefect_harness, tmp_path):
     db = tmp_path / "flow.duckdb"
     options = demo_options(limit=6, rounds=2, constitution="example")
-    summary = flows.sl_cai.sl_cai_flow(options=options, settings_overrides={"db": str(db), "engine": "fake"},
+    summary = _flow()(options=options, settings_overrides={"db": str(db), "engine": "fake"},
                                        kind="demo", show_progress=False)
     assert summary["prompts"] == 6 and summary["helpful"] == 3 and summary["revisions"] == 3
     assert summary["failed_prompts"] == 0 and summary["comparisons"] == 3
@@ -30,17 +36,17 @@ def test_flow_runs_and_links_the_run_to_its_prefect_flow_run(prefect_harness, tm
     clean = sum(r["n"] for r in finals if r["clean"])
     assert store.fetch("SELECT count(*) AS n FROM sft_dataset")[0]["n"] == clean >= 3
 
-    again = flows.sl_cai.sl_cai_flow(options=options, settings_overrides={"db": str(db), "engine": "fake"},
-                                     kind="demo", show_progress=False)
+    again = _flow()(options=options, settings_overrides={"db": str(db), "engine": "fake"}, kind="demo",
+                    show_progress=False)
     assert again["engine_calls"] == 0 and again["run_id"] == summary["run_id"] and again["resumed"]
 
 
 def test_flow_parameters_validate_through_the_options_model(prefect_harness, tmp_path):
     """A deployment's parameters arrive as plain data; the flow validates them with RunOptions."""
     with pytest.raises(Exception, match="rounds"):
-        flows.sl_cai.sl_cai_flow(options={"prompts": "x.jsonl", "rounds": 0}, settings_overrides={})
+        _flow()(options={"prompts": "x.jsonl", "rounds": 0}, settings_overrides={})
     with pytest.raises(ConfigError, match="no such prompt file|x.jsonl"):
-        flows.sl_cai.sl_cai_flow(options={"prompts": str(tmp_path / "x.jsonl")},
+        _flow()(options={"prompts": str(tmp_path / "x.jsonl")},
                                  settings_overrides={"db": str(tmp_path / "f.duckdb"), "engine": "fake"})
     assert not (tmp_path / "f.duckdb").exists()
 
@@ -50,7 +56,7 @@ def test_flow_on_the_embedded_model(prefect_harness, tmp_path):
     """SmolLM2 through the real flow: a helpful prompt, two transcript rounds, the judge's log-probs."""
     db = tmp_path / "real.duckdb"
     options = demo_options(limit=3, rounds=2, max_tokens=12)  # built-in prompts 1 and 3 are helpful
-    summary = flows.sl_cai.sl_cai_flow(options=options, kind="demo", show_progress=False,
+    summary = _flow()(options=options, kind="demo", show_progress=False,
                                        settings_overrides={"db": str(db), "engine": "transformers",
                                                            "batch_size": 4})
     assert summary["prompts"] == 3 and summary["helpful"] == 2 and summary["failed_prompts"] == 0

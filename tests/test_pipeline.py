@@ -242,12 +242,12 @@ def test_bad_rows_stop_the_run_before_any_write_or_are_recorded(settings, tmp_pa
 
 def test_prompts_stream_through_a_bounded_window(settings, tmp_path, monkeypatch):
     """The source is read as slots free up, and stored results are fetched once per batch, not per prompt."""
-    import rlaif.runner
+    import rlaif.sources
     from rlaif.recording import StoredResults
 
     texts = [f"prompt number {i}" for i in range(40)]
     pulled, loads = [], []
-    real_read = rlaif.runner.read_prompts
+    real_read = rlaif.sources.read_prompts
 
     def counting_read(*args, **kwargs):
         for item in real_read(*args, **kwargs):
@@ -255,7 +255,7 @@ def test_prompts_stream_through_a_bounded_window(settings, tmp_path, monkeypatch
             yield item
 
     real_load = StoredResults.load
-    monkeypatch.setattr(rlaif.runner, "read_prompts", counting_read)
+    monkeypatch.setattr(rlaif.sources, "read_prompts", counting_read)
     monkeypatch.setattr(StoredResults, "load", lambda self, ids: loads.append(len(ids)) or real_load(self, ids))
     engine, ahead, finished = fake(), [], []
     inner = engine.chat

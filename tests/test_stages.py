@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from rlaif.constitution import render
-from rlaif.engines.base import ChoiceResult, Completion, SamplingParams
+from rlaif.engines.base import ChoiceResult, SamplingParams
 from rlaif.engines.fake import FakeEngine
 from rlaif.prompts import make_prompt
 from rlaif.stages import RunContext, check_fits, derive_seed, overflow_from_error

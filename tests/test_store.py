@@ -474,3 +474,12 @@ def test_a_reader_in_another_process_gets_in_between_flushes(store: Store) -> No
     assert answer.startswith('[{"n": ') and float(slowest) < 5.0
     assert sum(started < t < ended for t in flushes) >= 3  # the writer kept flushing while the reader ran
     assert writer.pending == 0 and count(store, "prompts") > 0
+
+
+def test_writer_memory_cap_doubles_when_duckdb_runs_out(store: Store) -> None:
+    """The cap bounds DuckDB's cache during flushes; a database that needs more gets it instead of failing."""
+    w = Writer(store, memory_limit_mb=1, max_rows=10_000)
+    for i in range(3000):
+        w.add("prompts", prompt(f"p{i}", text="x" * 500))
+    w.close()
+    assert count(store, "prompts") == 3000 and w.memory_limit_mb > 1

@@ -16,7 +16,7 @@ from rlaif.options import option_help
 @app.command()
 def demo(
     limit: Optional[int] = typer.Option(None, help=f"Use only the first N built-in prompts (default: {DEMO_LIMIT})."),
-    all: bool = typer.Option(False, "--all", help="Use every built-in prompt (resumes the earlier demo run)."),
+    all_prompts: bool = typer.Option(False, "--all", help="Use every built-in prompt (resumes the earlier demo run)."),
     rounds: Optional[int] = typer.Option(None, help=option_help("rounds")),
     constitution: Optional[str] = typer.Option(None, help=option_help("constitution")),
     max_tokens: Optional[int] = typer.Option(None, help=option_help("max_tokens")),
@@ -27,10 +27,10 @@ def demo(
     from rlaif.cli.generate import execute, fail_if_partial, summary_text
     from rlaif.demo import demo_options, format_report
 
-    if all and limit is not None:
+    if all_prompts and limit is not None:
         raise UserError("give --limit N or --all, not both")
-    options = demo_options(limit=None if all else (limit or DEMO_LIMIT), rounds=rounds, constitution=constitution,
-                           max_tokens=max_tokens)
+    options = demo_options(limit=None if all_prompts else (DEMO_LIMIT if limit is None else limit), rounds=rounds,
+                           constitution=constitution, max_tokens=max_tokens)
     summary = execute(options, kind="demo", prefect=prefect, progress=progress)
     echo(summary_text(summary) + "\n" + format_report(settings(), summary, options))
     fail_if_partial(summary)

@@ -38,7 +38,7 @@ def create_engine(settings: "Settings", role: Role = "policy") -> "Engine":
     if chosen.engine == "fake":
         from rlaif.engines.fake import FakeEngine
 
-        return FakeEngine(model=chosen.model)
+        return FakeEngine(model=chosen.model, keep_requests=False)  # nobody reads its log from settings
     raise ValueError(f"unknown engine {chosen.engine!r}")  # Settings validation makes this unreachable
 
 

@@ -36,9 +36,9 @@ class SamplingParams:
     ignore_eos: bool = False  # benchmarks only: always produce max_tokens tokens
 
     def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["stop"] = list(self.stop)
-        return d
+        # Spelled out rather than dataclasses.asdict, which deep-copies: this runs for every request key.
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
+                "seed": self.seed, "stop": list(self.stop), "ignore_eos": self.ignore_eos}
 
 
 @dataclass(frozen=True)
@@ -210,9 +210,41 @@ class Engine(Protocol):
 
 
 def content_hash(*parts: Any, length: int = 32) -> str:
-    """A stable hex digest of JSON-serialisable parts: the deterministic keys of prompts, requests and rows."""
-    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=_jsonable)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
+    """A stable hex digest of JSON-serialisable parts: the deterministic keys of prompts, requests and rows.
+
+    The digest is of ``json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))``. Parts
+    made only of strings, integers, booleans and None (nested in lists and dicts) are encoded by orjson, whose
+    output for those is the same bytes and ~10x faster; floats and objects take the json path.
+    """
+    if _plain(parts, 0):
+        try:
+            return _hash_json(_orjson_sorted(parts), length)
+        except TypeError:  # an integer beyond 64 bits, which orjson refuses
+            pass
+    return _hash_json(_json(parts), length)
+
+
+_SCALARS = (str, int, bool, type(None))
+
+
+def _plain(value: Any, depth: int) -> bool:
+    """Only strings, integers, booleans and None, in lists, tuples and str-keyed dicts up to a few levels."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if depth > 4:
+        return False
+    if kind is list or kind is tuple:
+        for v in value:
+            if type(v) not in _SCALARS and not _plain(v, depth + 1):
+                return False
+        return True
+    if kind is dict:
+        for k, v in value.items():
+            if type(k) is not str or (type(v) not in _SCALARS and not _plain(v, depth + 1)):
+                return False
+        return True
+    return False
 
 
 def _jsonable(obj: Any) -> Any:
@@ -224,13 +256,58 @@ def _jsonable(obj: Any) -> Any:
 
 
 def chat_key(messages: Sequence[Message], params: SamplingParams, model: str) -> str:
-    """The key of a chat request: same conversation, sampling options and model -> same row."""
-    return content_hash("chat", list(messages), params, model)
+    """The key of a chat request: same conversation, sampling options and model -> same row.
+
+    Equal to ``content_hash("chat", list(messages), params, model)``, computed faster: the conversation (which
+    holds every few-shot exemplar, kilobytes per request) is encoded by orjson, whose output for strings is
+    byte-identical to ``json.dumps(sort_keys=True, ensure_ascii=False, separators=(",", ":"))`` (tested over
+    every code point); the sampling options, whose floats the two libraries format differently, go through json.
+    """
+    for m in messages:
+        for v in m.values():
+            if type(v) is not str:
+                return content_hash("chat", list(messages), params, model)
+    if type(model) is not str:
+        return content_hash("chat", list(messages), params, model)
+    return _hash_json(b'["chat",' + _orjson_sorted(list(messages)) + b"," + _params_json(params) + b","
+                      + _orjson_sorted(model) + b"]")
 
 
 def choice_key(prompt: str, choices: Sequence[str], model: str) -> str:
-    """The key of a choice request."""
-    return content_hash("choice", prompt, list(choices), model)
+    """The key of a choice request; ``content_hash("choice", prompt, list(choices), model)``, the long prompt
+    encoded by orjson as in ``chat_key``."""
+    if type(prompt) is not str or type(model) is not str or not all(type(c) is str for c in choices):
+        return content_hash("choice", prompt, list(choices), model)
+    return _hash_json(b'["choice",' + _orjson_sorted(prompt) + b"," + _orjson_sorted(list(choices)) + b","
+                      + _orjson_sorted(model) + b"]")
+
+
+def _orjson_sorted(value: Any) -> bytes:
+    import orjson
+
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def _params_json(p: SamplingParams) -> bytes:
+    """``json.dumps(p.as_dict(), sort_keys=True, ...)`` spelled out: json writes ints and floats with their
+    ``repr`` and strings as orjson does, so only the layout is ours. Other types take the json path."""
+    numbers = (p.temperature, p.top_p, p.max_tokens)
+    if not all(type(x) in (int, float) and math.isfinite(x) for x in numbers) or type(p.ignore_eos) is not bool \
+            or not (p.seed is None or type(p.seed) is int) or not all(type(x) is str for x in p.stop):
+        return _json(p)
+    seed = "null" if p.seed is None else repr(p.seed)
+    return (f'{{"ignore_eos":{"true" if p.ignore_eos else "false"},"max_tokens":{p.max_tokens!r},"seed":{seed},'
+            f'"stop":').encode() + _orjson_sorted(list(p.stop)) + \
+        f',"temperature":{p.temperature!r},"top_p":{p.top_p!r}}}'.encode()
+
+
+def _json(value: Any) -> bytes:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=_jsonable)
+    return text.encode("utf-8")
+
+
+def _hash_json(blob: bytes, length: int = 32) -> str:
+    return hashlib.sha256(blob).hexdigest()[:length]
 
 
 def score_key(messages: Sequence[Message], continuation: str, model: str) -> str:

@@ -57,8 +57,10 @@ class FakeEngine:
 
     name = "fake"
 
-    def __init__(self, model: str = "fake-model", reply: Callable[[ChatRequest], str] = _default_reply):
+    def __init__(self, model: str = "fake-model", reply: Callable[[ChatRequest], str] = _default_reply, *,
+                 keep_requests: bool = True):
         self.model = model
+        self.keep_requests = keep_requests  # off for long runs (CLI, benchmarks): the lists would grow with them
         self._reply = reply
         self._queue: deque[str] = deque()
         self._fail_keys: set[str] = set()
@@ -97,12 +99,13 @@ class FakeEngine:
 
     async def chat(self, request: ChatRequest) -> Completion:
         started = time.time()
-        self.chat_requests.append(request)
+        if self.keep_requests:
+            self.chat_requests.append(request)
         if self._fails(request):
             return Completion(key=request.key, model=self.model, error="fake failure",
                               attempts=self._failure(started))
         text = self._queue.popleft() if self._queue else self._reply(request)
-        n_prompt = sum(len(m["content"].split()) for m in request.messages)
+        n_prompt = len(" ".join([m["content"] for m in request.messages]).split())  # words, one split for all
         return Completion(
             key=request.key, model=self.model, text=text, finish_reason="stop",
             prompt_tokens=n_prompt, completion_tokens=len(text.split()),
@@ -111,7 +114,8 @@ class FakeEngine:
 
     async def choose(self, request: ChoiceRequest) -> ChoiceResult:
         started = time.time()
-        self.choice_requests.append(request)
+        if self.keep_requests:
+            self.choice_requests.append(request)
         if self._fails(request):
             return ChoiceResult(key=request.key, model=self.model, error="fake failure",
                                 attempts=self._failure(started))

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from rlaif.judge.calls import SharedCalls
 from rlaif.judge.canaries import CANARY_EVERY, Canary, canaries_due, canary_for, canary_rows, judge_canary
 from rlaif.judge.rows import comparison_rows
+from rlaif.pipeline import MAX_PENDING_ROWS
 from rlaif.prefs.work import Job
 from rlaif.recording import RecordingEngine, StoredResults
 from rlaif.stages import RunContext, overflow_from_error, skipped_row
@@ -98,7 +99,7 @@ class _Run:
     def __init__(self, engines: "Engines", ctx: RunContext, store: "Store", writer: "Writer", judging: Judging):
         self.ctx, self.writer, self.judging = ctx, writer, judging
         self.stored = StoredResults(store)
-        version = ctx.constitution.version
+        version = ctx.constitution_version
         self.policy = RecordingEngine(engines.policy, writer, run_id=ctx.run_id, constitution_version=version,
                                       stored=self.stored)
         self.feedback = self.policy if engines.shared else RecordingEngine(
@@ -273,7 +274,6 @@ async def run_jobs(
     gate = asyncio.Semaphore(window)
     running: set[asyncio.Task] = set()
     started = time.perf_counter()
-    max_pending = 16 * writer.max_rows  # rows buffered before new chains wait for DuckDB to catch up
 
     async def one(job: Job) -> None:
         try:
@@ -296,8 +296,8 @@ async def run_jobs(
         await asyncio.to_thread(run.stored.load, [j.prompt.prompt_id for j in batch if run.hold(j.prompt.prompt_id)])
         for job in batch:
             await gate.acquire()
-            while writer.pending > max_pending:
-                await asyncio.sleep(0.01)
+            if writer.pending > MAX_PENDING_ROWS:  # as the SFT chains do: wait for DuckDB off the loop
+                await asyncio.to_thread(writer.flush)
             run.summary.prompts += 1
             task = asyncio.create_task(one(job))
             running.add(task)

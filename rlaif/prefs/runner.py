@@ -99,7 +99,7 @@ def run_prefs(
     The run row ends ``completed``, ``partial`` (some engine calls failed for good: the next run retries just
     those), or ``failed`` if the run itself stopped; buffered rows are flushed first.
     """
-    from rlaif.runner import _record_failure, open_store
+    from rlaif.runner import WRITER_MEMORY_MB, _record_failure, open_store
     from rlaif.runs import start_run
     from rlaif.stages import RunContext
     from rlaif.store import Writer
@@ -114,7 +114,7 @@ def run_prefs(
     ctx = RunContext(run_id=start.run_id, seed=options.seed or 0, constitution=plan.constitution,
                      params=options.sampling(), config_hash=start.config_hash)
     judging = Judging(options.judge_config(), options.samples, options.max_pairs, plan.canaries, canary_every)
-    writer = Writer(store, background=True)
+    writer = Writer(store, background=True, memory_limit_mb=WRITER_MEMORY_MB)  # as SFT runs write
     roles = (settings.policy, settings.feedback)
     window = max(max(2 * r.concurrency, 2 * r.batch_size) for r in roles)
 

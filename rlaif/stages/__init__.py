@@ -9,7 +9,7 @@ Prompt text comes from the constitution's templates, never from here.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rlaif.engines.base import ChatRequest, Message, SamplingParams, chat_key, content_hash
@@ -39,10 +39,22 @@ class RunContext:
     config_hash: str  # rlaif.runs.config_hash of the run's configuration
     rounds: int = 1
     context: "ContextMode" = "transcript"
+    # Computed once per run: a constitution's version hashes its whole content, and its few-shot turns are the
+    # same rendered text in every critique request.
+    constitution_version: str = field(init=False, repr=False)
+    fewshot: tuple[Message, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        from rlaif.stages.critique_revise import fewshot_turns
+
+        object.__setattr__(self, "constitution_version", self.constitution.version)
+        object.__setattr__(self, "fewshot", tuple(fewshot_turns(self.constitution)))
 
     def seeded(self, *place: object) -> SamplingParams:
         """The run's sampling options with the seed of the request at ``place`` (prompt id, stage, round)."""
-        return replace(self.params, seed=derive_seed(self.seed, *place))
+        p = self.params  # built directly: dataclasses.replace costs ~10x more, once per request
+        return SamplingParams(p.temperature, p.top_p, p.max_tokens, derive_seed(self.seed, *place), p.stop,
+                              p.ignore_eos)
 
     def chain_id(self, prompt_id: str) -> str:
         """The id of a prompt's chain in this configuration: same prompt and configuration, same rows."""

@@ -34,11 +34,11 @@ def comparison_row(ctx: RunContext, pair: str, chain_id: str, v: Verdict, prompt
     """One ``comparisons`` row: a is the original answer, b the final revision."""
     constitution = ctx.constitution
     return {
-        "comparison_id": content_hash("comparison", pair, v.principle_id, judge_model, constitution.version),
+        "comparison_id": content_hash("comparison", pair, v.principle_id, judge_model, ctx.constitution_version),
         "pair_id": pair, "run_id": ctx.run_id, "prompt_id": prompt.prompt_id, "chain_id": chain_id,
         "principle_id": v.principle_id, "response_a": a, "response_b": b,
         "source_a": "original", "source_b": "revision", "key_ab": v.ab.key, "key_ba": v.ba.key,
         "p_a_ab": v.p_a_ab, "p_a_ba": v.p_a_ba, "p_a": v.p_a, "consistent": v.consistent,
         "method": v.ab.method, "judge_model": judge_model, "constitution_name": constitution.name,
-        "constitution_version": constitution.version, "created_at": utcnow(),
+        "constitution_version": ctx.constitution_version, "created_at": utcnow(),
     }

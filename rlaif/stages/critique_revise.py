@@ -105,13 +105,17 @@ def fewshot_turns(constitution: Constitution) -> list[Message]:
     return turns
 
 
-def critique_messages(constitution: Constitution, prompt: PromptRow, answer: str, principle: Principle) -> list[Message]:
+def critique_messages(constitution: Constitution, prompt: PromptRow, answer: str, principle: Principle,
+                      fewshot: tuple[Message, ...] | None = None) -> list[Message]:
     """Input: prompt, the answer to critique, a principle. Output: a new conversation ending in the critique
-    request: the system turn (if any), the exemplars, the prompt's turns, the answer, the request."""
+    request: the system turn (if any), the exemplars, the prompt's turns, the answer, the request.
+
+    ``fewshot`` is the constitution's rendered exemplars when the caller has them already (``RunContext``).
+    """
     system, turns = opening_turns(constitution, prompt.messages)
     return [
         *system,
-        *fewshot_turns(constitution),
+        *(fewshot if fewshot is not None else fewshot_turns(constitution)),
         *turns,
         {"role": "assistant", "content": answer},
         _critique_turn(constitution, principle),
@@ -146,7 +150,7 @@ def critique_request(ctx: RunContext, prompt: PromptRow, number: int, current: s
         messages = [*previous.revision_request.messages, {"role": "assistant", "content": current},
                     _critique_turn(ctx.constitution, principle)]
     else:
-        messages = critique_messages(ctx.constitution, prompt, current, principle)
+        messages = critique_messages(ctx.constitution, prompt, current, principle, ctx.fewshot)
     params = ctx.seeded(prompt.prompt_id, "critique", number)
     return chat_request(messages, params, model, "critique", prompt.prompt_id), principle
 
@@ -212,7 +216,7 @@ def revision_rows(ctx: RunContext, chain_id: str, prompt: PromptRow, original: s
             "principle_id": r.principle_id, "original": original, "before": r.before,
             "critique": clean_output(r.critique.text), "revision": r.revised_text, "response_key": response_key,
             "critique_key": r.critique.key, "revision_key": r.revision.key if r.revision is not None else None,
-            "constitution_name": ctx.constitution.name, "constitution_version": ctx.constitution.version,
+            "constitution_name": ctx.constitution.name, "constitution_version": ctx.constitution_version,
             "model": r.critique.model, "policy_model": policy_model, "created_at": utcnow(),
         })
     return rows

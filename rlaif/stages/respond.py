@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from rlaif.constitution import Constitution
 from rlaif.engines.base import ChatRequest, Completion, Engine, Message
 from rlaif.prompts import PromptRow
-from rlaif.stages import Overflow, RunContext, chat_request, check_fits, clean_output, opening_turns, overflow_from_error
+from rlaif.stages import (
+    Overflow,
+    RunContext,
+    chat_request,
+    check_fits,
+    clean_output,
+    opening_turns,
+    overflow_from_error,
+)
 from rlaif.store import utcnow
 
 STAGE = "respond"
@@ -75,5 +83,5 @@ def response_row(ctx: RunContext, response: Response, *, helpful: bool) -> dict:
         "response_key": c.key, "response": response.text, "helpful": helpful,
         "rounds": 0 if helpful else ctx.rounds, "context": ctx.context, "finish_reason": c.finish_reason,
         "model": c.model, "config_hash": ctx.config_hash, "constitution_name": ctx.constitution.name,
-        "constitution_version": ctx.constitution.version, "created_at": utcnow(),
+        "constitution_version": ctx.constitution_version, "created_at": utcnow(),
     }
