@@ -52,8 +52,10 @@ def test_kill_9_mid_run_then_rerun_loses_and_repeats_nothing(tmp_path):
     prompts, db = tmp_path / "prompts.jsonl", tmp_path / "kill.duckdb"
     texts = [f"Question {i}: how should I handle situation {i}?" for i in range(PROMPTS)]
     prompts.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in texts), encoding="utf-8")
+    root = str(Path(__file__).resolve().parents[1])  # this checkout's rlaif, whatever is installed
     env = {**os.environ, "RLAIF_ENGINE": "fake", "RLAIF_CONFIG": str(tmp_path / "absent.toml"),
-           "SLOW_FAKE_DELAY_S": "0.01", "SLOW_FAKE_WIDTH": "2"}
+           "SLOW_FAKE_DELAY_S": "0.01", "SLOW_FAKE_WIDTH": "2",
+           "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     killed_at = _kill_midway(_command(db, prompts), env, KILL_AFTER)
 
     store = Store(db)
