@@ -13,6 +13,7 @@ from rlaif.cli._app import echo, settings
 from rlaif.cli.generate import generate_app
 from rlaif.options import PrefsOptions, option_help
 
+
 def _help(name: str) -> str:
     return option_help(name, PrefsOptions)
 

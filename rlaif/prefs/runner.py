@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from rlaif.judge.canaries import CANARY_EVERY
 from rlaif.prefs.pipeline import Judging, PrefsSummary, run_jobs
-from rlaif.prefs.work import count_work, pair_jobs, prompt_jobs, run_jobs as sl_cai_jobs, run_store, source_identity
+from rlaif.prefs.work import count_work, pair_jobs, prompt_jobs, run_store, source_identity
+from rlaif.prefs.work import run_jobs as sl_cai_jobs
 from rlaif.progress import prompt_progress
 
 if TYPE_CHECKING:
