@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rlaif.errors import ConfigError
+from rlaif.judge.config import JudgeConfig, Mode
 
 if TYPE_CHECKING:
     from rlaif.engines.base import SamplingParams
@@ -92,7 +93,7 @@ class RunOptions(BaseModel):
         try:
             return cls(**{k: v for k, v in values.items() if v is not None})
         except ValidationError as exc:
-            raise ConfigError(describe_error(exc)) from None
+            raise ConfigError(describe_error(exc, cls)) from None
 
     def with_seed(self, default: int) -> RunOptions:
         """These options with the seed filled in (the run records a concrete seed)."""
@@ -110,9 +111,9 @@ class RunOptions(BaseModel):
         return {k: v for k, v in self.model_dump(mode="json").items() if k not in OUTPUT_NEUTRAL}
 
 
-def option_help(name: str) -> str:
-    """The help text of option ``name``, with its default when it has one (for the CLI)."""
-    field = RunOptions.model_fields[name]
+def option_help(name: str, model: type[BaseModel] | None = None) -> str:
+    """The help text of option ``name`` of ``model`` (RunOptions), with its default when it has one (for the CLI)."""
+    field = (model or RunOptions).model_fields[name]
     text = field.description or name
     if not field.is_required() and field.default not in (None, False):
         text += f" (default: {field.default})"
@@ -123,16 +124,18 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def describe_error(exc: ValidationError) -> str:
-    """The first error of ``exc`` as ``--rounds must be between 1 and 16, got 0``."""
+def describe_error(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """The first error of ``exc`` (from ``model``, RunOptions by default) as ``--rounds must be between 1 and 16,
+    got 0``."""
+    fields = (model or RunOptions).model_fields
     err = exc.errors()[0]
     if not err["loc"]:  # a cross-field rule: its message already names the options
         return str(err["msg"]).removeprefix("Value error, ")
     name = str(err["loc"][0])
-    field = RunOptions.model_fields.get(name)
+    field = fields.get(name)
     got = err.get("input")
     if err["type"] == "extra_forbidden":
-        return f"unknown option {name!r}; expected one of: {', '.join(RunOptions.model_fields)}"
+        return f"unknown option {name!r}; expected one of: {', '.join(fields)}"
     if err["type"] == "missing":
         return f"{flag(name)} is required"
     bounds = _bounds(field) if field is not None else ""
@@ -158,3 +161,90 @@ def _bounds(field: Any) -> str:
     if low.startswith("at least") and high.startswith("at most"):
         return f"between {low.removeprefix('at least ')} and {high.removeprefix('at most ')}"
     return " and ".join(x for x in (low, high) if x)
+
+
+# --- preference-data runs (`rlaif generate prefs`, `rlaif judge pairs`) -------------------------------------------
+
+# A prefs run's options that change no row: how much to take, whether a bad row stops the run, and the sources,
+# which enter the configuration as their identity (an absolute path, a query, a run id), as in an SFT run.
+PREFS_OUTPUT_NEUTRAL = frozenset({"limit", "skip_bad_rows", "prompts", "from_run", "pairs", "constitution"})
+_SHARED = RunOptions.model_fields  # options both kinds of run have: declared once, above, and reused here
+
+
+class PrefsOptions(BaseModel):
+    """What one preference-data run reads, samples and judges.
+
+    Candidates come from exactly one source: ``prompts`` (``samples`` responses drawn from the policy per
+    prompt and paired, all against all or at most ``max_pairs``), ``from_run`` (each chain's original answer
+    against its final revision, from an SL-CAI run), or ``pairs`` (a file of pairs the user brings). The
+    options an SFT run has too are RunOptions' fields, reused as they are declared there.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # -- what to read: one of three
+    prompts: str | None = Field(None, description=_SHARED["prompts"].description)
+    from_run: str | None = Field(
+        None, min_length=1,
+        description="pair each chain's original answer with its final revision from this SL-CAI run "
+                    "(runs.run_id of `generate sft` or `demo`) instead of sampling",
+    )
+    pairs: str | None = Field(
+        None, min_length=1,
+        description="pairs to label: prompt, response_a, response_b (or prompt, chosen, rejected), in any "
+                    "prompt-source format",
+    )
+    prompt_column: str = _SHARED["prompt_column"]
+    skip_bad_rows: bool = _SHARED["skip_bad_rows"]
+    limit: int | None = _SHARED["limit"]
+    constitution: str = _SHARED["constitution"]
+    # -- candidates from the policy
+    samples: int = Field(2, ge=2, le=32, description="responses sampled from the policy per prompt, each seeded")
+    max_pairs: int | None = Field(
+        None, ge=1, le=496, description="judge at most N pairs per prompt, a seeded draw (default: all K(K-1)/2)")
+    max_tokens: int = _SHARED["max_tokens"]
+    temperature: float = _SHARED["temperature"]
+    top_p: float = _SHARED["top_p"]
+    seed: int | None = _SHARED["seed"]
+    ignore_eos: bool = _SHARED["ignore_eos"]
+    # -- the judge (the feedback role)
+    principles: int = JudgeConfig.model_fields["principles"]
+    judge_mode: Mode | None = Field(
+        None, description="choice | cot | score | contrast (default: the feedback engine's measured default, "
+                          "docs/judge.md)",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PrefsOptions:
+        given = [name for name in ("prompts", "from_run", "pairs") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of --prompts, --from-run or --pairs"
+                             + (f" (got {', '.join(flag(n) for n in given)})" if given else ""))
+        sampling_only = sorted({"samples", "max_pairs", "skip_bad_rows", "prompt_column"} & self.model_fields_set)
+        if self.prompts is None and sampling_only:
+            raise ValueError(f"{flag(sampling_only[0])} applies to candidates sampled from --prompts, "
+                             f"not to {flag(given[0])}")
+        return self
+
+    @classmethod
+    def parse(cls, **values: Any) -> PrefsOptions:
+        """Validate ``values`` (None means not given); a bad one becomes one ConfigError line."""
+        try:
+            return cls(**{k: v for k, v in values.items() if v is not None})
+        except ValidationError as exc:
+            raise ConfigError(describe_error(exc, cls)) from None
+
+    with_seed = RunOptions.with_seed  # the same rule: the run records a concrete seed
+    sampling = RunOptions.sampling  # the candidates' sampling options, built from the same fields
+
+    def with_judge_mode(self, default: str) -> PrefsOptions:
+        """These options with the judge mode filled in (the feedback engine's default when none was given)."""
+        return self if self.judge_mode is not None else self.model_copy(update={"judge_mode": default})
+
+    def judge_config(self) -> JudgeConfig:
+        """The judge's options; the mode must be filled in first (``with_judge_mode``)."""
+        return JudgeConfig(mode=self.judge_mode or "choice", principles=self.principles)
+
+    def hashed(self) -> dict[str, Any]:
+        """The options that decide the outputs, by name (see ``PREFS_OUTPUT_NEUTRAL``)."""
+        return {k: v for k, v in self.model_dump(mode="json").items() if k not in PREFS_OUTPUT_NEUTRAL}

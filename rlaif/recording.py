@@ -97,14 +97,14 @@ class RecordingEngine:
         self.replayed = 0  # requests answered from the database instead
         self.tokens_out = 0
 
-    def _stored(self, request: ChatRequest | ChoiceRequest | ScoreRequest) -> dict | None:
-        return self.stored.get(request.prompt_id, request.key) if self.stored is not None else None
-
     def preload(self, store: "Store", prompt_ids: Iterable[str]) -> int:
-        """Load the stored results of these prompts, for callers that hold no ``StoredResults`` of their own."""
+        """Load the stored results of these prompts (a whole small run, e.g. ``judge eval``'s pairs at once)."""
         if self.stored is None:
             self.stored = StoredResults(store)
         return self.stored.load(prompt_ids)
+
+    def _stored(self, request: ChatRequest | ChoiceRequest | ScoreRequest) -> dict | None:
+        return self.stored.get(request.prompt_id, request.key) if self.stored is not None else None
 
     async def chat(self, request: ChatRequest) -> Completion:
         row = self._stored(request)

@@ -75,6 +75,10 @@ GOLDEN = {
         "judge_engine", "policy_model", "source_chosen", "source_rejected", "n_principles", "judgement_id",
     ],
     # 005 (judge)
+    "candidates": [
+        "candidate_id", "run_id", "prompt_id", "sample", "response_key", "response", "finish_reason", "model",
+        "config_hash", "created_at",
+    ],
     "canary_results": [
         "canary_result_id", "run_id", "seq", "canary_id", "pair_id", "principle_id", "mode", "method", "status",
         "p_correct", "vote_correct", "correct", "consistent", "order_gap", "raw_output", "judge_keys",

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from rlaif.cli import core  # noqa: F401  (registers its commands)
 from rlaif.cli import generate  # noqa: F401
+from rlaif.cli import generate_prefs  # noqa: F401
 from rlaif.cli import judge  # noqa: F401
+from rlaif.cli import judge_pairs  # noqa: F401
 from rlaif.cli import prompts  # noqa: F401
 from rlaif.cli import report  # noqa: F401
 from rlaif.cli import rl  # noqa: F401

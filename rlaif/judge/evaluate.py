@@ -67,12 +67,17 @@ class _Run:
 def recorded_run(store: Store, *, kind: str, params: dict, constitution: Constitution, engine: Engine,
                  seed: int) -> Iterator[_Run]:
     """A ``runs`` row around a block, with a background ``Writer``: the one place this module touches runs."""
-    from rlaif.pipeline import finish_run, new_run_id, start_run
-    from rlaif.store import Writer
+    from rlaif.runs import finish_run, new_run_id
+    from rlaif.store import Writer, utcnow
 
     run = _Run(new_run_id(), Writer(store, background=True))
-    start_run(store, run_id=run.run_id, kind=kind, params=params, constitution=constitution, engine=engine,
-              seed=seed)
+    store.upsert_run({
+        "run_id": run.run_id, "kind": kind, "status": "running", "params": json.dumps(params, default=str),
+        "constitution_name": constitution.name, "constitution_version": constitution.version,
+        "engine": engine.name, "model": engine.model, "feedback_engine": engine.name,
+        "feedback_model": engine.model, "seed": seed, "started_at": utcnow(), "finished_at": None,
+        "prefect_flow_run_id": None, "error": None,
+    })
     try:
         yield run
         run.writer.close()
