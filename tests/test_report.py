@@ -46,6 +46,7 @@ TRAIN_STEPS = 20
 # while its judge falls after step 5 (one warning at step 10); the GRPO run has no judge and no warning.
 MONITOR = {"train-ppo": [(0, 0.0, 40.0, 0.1, 0.2), (5, 1.5, 48.0, 0.5, 0.3), (10, 4.0, 60.0, 0.9, 0.1)],
            "train-grpo": [(0, 0.0, 30.0, -0.2, None), (10, 2.0, 27.0, 0.4, None)]}
+RL_RUNS = [*MONITOR, "train-rloo"]  # newest first; the RLOO run ran without the monitor
 HOSTILE_WARNING = 'proxy <i>gamed</i> & "judge" fell'
 WIN = {"win_rate": 0.62, "win_rate_low": 0.51, "win_rate_high": 0.73, "lc_win_rate": 0.55, "lc_win_rate_low": 0.44,
        "lc_win_rate_high": 0.66}
@@ -222,9 +223,9 @@ def rl_rows() -> dict[str, list[dict]]:
     """Two RL runs older than the DPO run, their step metrics and monitor records, one warning, and evaluations
     of the PPO policy and of a best-of-N baseline (migration 007)."""
     now = utcnow()
-    runs = [train_run("ppo", "prompts", 2, steps=10), train_run("grpo", "prompts", 4, steps=10)]
+    runs = [train_run(run.removeprefix("train-"), "prompts", 2 * (i + 1), steps=10) for i, run in enumerate(RL_RUNS)]
     metrics = [{"run_id": run, "phase": "step", "step": step, "name": name, "value": value, "created_at": now}
-               for run in MONITOR for step in range(1, 11)
+               for run in RL_RUNS for step in range(1, 11)
                for name, value in (("reward", 0.1 * step), ("kl", 0.3 * step), ("response_length", 40.0 + step),
                                    ("reward/rule:m:f", float("nan")))]
     records = [{"run_id": run, "step": step, "prompts": 8, "kl": kl, "mean_length": length,
@@ -363,7 +364,7 @@ def test_judge_numbers_match_sql(db, report):
 
 def test_training_numbers_match_sql(db, report):
     _, page = report
-    assert page.stat("train_runs") == sql(db, "SELECT count(*) FROM train_runs")[0][0] == 4  # sft, dpo, ppo, grpo
+    assert page.stat("train_runs") == sql(db, "SELECT count(*) FROM train_runs")[0][0] == 5  # sft, dpo and 3 RL
     ((last_loss,),) = sql(db, "SELECT value FROM train_metrics WHERE run_id = 'train-dpo' AND name = 'loss' "
                               "AND phase = 'step' ORDER BY step DESC LIMIT 1")
     assert page.stat("final_loss") == pytest.approx(last_loss) == pytest.approx(0.5)
@@ -379,7 +380,7 @@ def test_rl_monitor_numbers_match_sql(db, report):
     ((runs, measured),) = sql(db, "SELECT count(*), (SELECT count(*) FROM overopt_records) FROM train_runs "
                                   "WHERE kind IN ('ppo', 'grpo', 'rloo')")
     assert (page.stat("rl_runs"), page.stat("rl_measurements"), page.stat("rl_warned_runs")) == (runs, measured, 1)
-    assert (runs, measured) == (2, 5)
+    assert (runs, measured) == (3, 5)
     # the latest RL run (PPO): its last measurement, and the changes from its first to its last
     ((kl, drift, proxy, judge),) = sql(db, """
         SELECT arg_max(kl, step), arg_max(length_drift, step), arg_max(proxy_score, step) - arg_min(proxy_score, step),
@@ -390,8 +391,10 @@ def test_rl_monitor_numbers_match_sql(db, report):
     assert page.stat("rl_proxy_change") == pytest.approx(proxy) == pytest.approx(0.8)
     assert page.stat("rl_judge_change") == pytest.approx(judge) == pytest.approx(-0.1)
     table = page.table("rl-runs")
-    assert list(table) == ["train-ppo", "train-grpo"]  # newest first
+    assert list(table) == RL_RUNS  # newest first
     columns = page.tables["rl-runs"][0][1:]
+    rloo = dict(zip(columns, table["train-rloo"], strict=True))
+    assert (rloo["measured"], rloo["KL"], rloo["warnings"]) == ("0", "—", "0")  # listed, with no monitor values
     grpo = dict(zip(columns, table["train-grpo"], strict=True))
     assert (grpo["measured"], grpo["last at"], grpo["drift"], grpo["judge change"]) == (
         "2", "10", "x0.90", "—")  # no judge: its change is missing, not zero

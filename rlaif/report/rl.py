@@ -32,8 +32,13 @@ RUNS_DRAWN = 4  # RL runs drawn as small multiples (the most recent), a row of p
 POINTS = 1000  # training steps drawn per run at most (evenly strided), as in the training curves
 WARNINGS_LISTED = 50
 STEP_METRICS = ("reward", "kl", "response_length")  # the trainer's metrics drawn beside the monitor's
-TRAIN, MONITOR = COLOURS[0], COLOURS[1]
-PROXY, JUDGE, WARN = COLOURS[0], COLOURS[2], COLOURS[3]
+WARN = COLOURS[3]
+# Each update's rollouts: a line; the monitor's few measurements on held-out prompts: dashed, with markers. The
+# proxy is the training reward measured again, so it shares the rollouts' colour. The legend follows this order.
+STYLES = {"train": {"color": COLOURS[0], "linewidth": 1.1},
+          "monitor": {"color": COLOURS[1], "marker": "o", "markersize": 3, "linestyle": "--"},
+          "proxy": {"color": COLOURS[0], "marker": "s", "markersize": 3, "linestyle": "--"},
+          "judge": {"color": COLOURS[2], "marker": "o", "markersize": 3, "linestyle": "--"}}
 # The latest run's headline numbers: (column of _runs, label, format, what it is)
 LATEST = (("kl", "KL to the reference", "{:.3g}", "mean sequence KL (nats) at the last measurement"),
           ("length_drift", "length drift", "x{:.2f}", "mean length at the last measurement / at the first"),
@@ -42,13 +47,18 @@ LATEST = (("kl", "KL to the reference", "{:.3g}", "mean sequence KL (nats) at th
 NO_RL = "No RL runs (`rlaif train ppo|grpo`) in {scope}."
 
 
+def _quoted(names: tuple[str, ...]) -> str:
+    """Constant names as a SQL list: 'a', 'b'."""
+    return ", ".join(f"'{n}'" for n in names)
+
+
 def _runs(con: "Con", run_id: str | None) -> list[dict]:
     """RL runs, newest first, with their monitor's first and last measurements and their warning count; the
     ``all_*`` columns count over every RL run in scope, listed or not."""
     return rows(con, f"""
         WITH rl AS (
             SELECT run_id, kind, status, started_at, steps_done, total_steps FROM train_runs
-            WHERE (kind IN {RL_KINDS} OR run_id IN (SELECT run_id FROM overopt_records)) AND {in_run()}),
+            WHERE (kind IN ({_quoted(RL_KINDS)}) OR run_id IN (SELECT run_id FROM overopt_records)) AND {in_run()}),
         measured AS (
             SELECT run_id, count(*) AS measurements, max(step) AS last_step,
                    arg_max(kl, step) AS kl, arg_max(mean_length, step) AS mean_length,
@@ -90,7 +100,7 @@ def monitor(con: "Con", run_id: str | None) -> Section:
     stride = max(1, math.ceil(max(r["steps_done"] or 0 for r in drawn) / POINTS))
     metrics = rows(con, f"""
         SELECT run_id, name, step, value FROM train_metrics
-        WHERE run_id IN (SELECT unnest($runs)) AND phase = 'step' AND name IN {STEP_METRICS}
+        WHERE run_id IN (SELECT unnest($runs)) AND phase = 'step' AND name IN ({_quoted(STEP_METRICS)})
               AND isfinite(value) AND step % $stride = 0
         ORDER BY run_id, name, step""", runs=ids, stride=stride)
     warned = rows(con, "SELECT run_id, step FROM overopt_warnings WHERE run_id IN (SELECT unnest($runs)) "
@@ -151,40 +161,43 @@ def _draw(fig, runs: list[dict], records: list[dict], metrics: list[dict], warne
 
     grid = fig.subplots(len(runs), 4, squeeze=False)
     for axes, run in zip(grid, runs, strict=True):
-        rid = run["run_id"]
-        reward, change, kl, length = axes
-        reward.plot(*_metric(metrics, rid, "reward"), color=TRAIN, linewidth=1.1)
-        for column, colour, marker in (("proxy_score", PROXY, "s"), ("judge_score", JUDGE, "o")):
-            change.plot(*_column(records, rid, column, change=True), color=colour, marker=marker, markersize=3,
-                        linestyle="--")
-        for w in (w for w in warned if w["run_id"] == rid):
-            change.axvline(w["step"], color=WARN, linestyle=":", linewidth=1.2)
-        change.axhline(0, color="#999", linewidth=0.6)
-        kl.plot(*_metric(metrics, rid, "kl"), color=TRAIN, linewidth=1.1)
-        kl.plot(*_column(records, rid, "kl"), color=MONITOR, marker="o", markersize=3, linestyle="--")
-        steps, lengths = _metric(metrics, rid, "response_length")
-        if lengths and lengths[0]:
-            length.plot(steps, [v / lengths[0] for v in lengths], color=TRAIN, linewidth=1.1)
-        length.plot(*_column(records, rid, "length_drift"), color=MONITOR, marker="o", markersize=3,
-                    linestyle="--")
-        length.axhline(1, color="#999", linewidth=0.6)
-        reward.set_ylabel(_label(run), fontsize=8)
-        for ax in axes:
-            if not ax.has_data():
-                ax.text(0.5, 0.5, "nothing recorded", transform=ax.transAxes, ha="center", va="center",
-                        color="#888", fontsize=8)
+        _draw_run(axes, run["run_id"], records, metrics, [w["step"] for w in warned if w["run_id"] == run["run_id"]])
+        axes[0].set_ylabel(_label(run), fontsize=8)
     for ax, name in zip(grid[0], ("reward (rollouts)", "held-out: change", "KL to the reference",
                                   "length (x first)"), strict=True):
         ax.set_title(name)
     for ax in grid.ravel():
         counts_axis(ax.xaxis)
     fig.supxlabel("update step", fontsize=9)
-    handles = [Line2D([], [], color=TRAIN), Line2D([], [], color=MONITOR, marker="o", markersize=3, linestyle="--"),
-               Line2D([], [], color=PROXY, marker="s", markersize=3, linestyle="--"),
-               Line2D([], [], color=JUDGE, marker="o", markersize=3, linestyle="--"),
-               Line2D([], [], color=WARN, linestyle=":")]
+    handles = [Line2D([], [], **STYLES[name]) for name in STYLES] + [Line2D([], [], color=WARN, linestyle=":")]
     fig.legend(handles, ["training rollouts", "held-out monitor", "proxy (held-out)", "judge (held-out)",
                          "warning"], loc="outside upper center", ncols=5)
+
+
+def _draw_run(axes, run: str, records: list[dict], metrics: list[dict], warned: list[int]) -> None:
+    """One run's row of panels: rollout reward, held-out changes, KL, length; a panel with no data says so."""
+    reward, change, kl, length = axes
+    steps, lengths = _metric(metrics, run, "response_length")
+    relative = [v / lengths[0] for v in lengths] if lengths and lengths[0] else []
+    lines = {  # panel -> [(xs, ys, style)]
+        reward: [(*_metric(metrics, run, "reward"), STYLES["train"])],
+        change: [(*_column(records, run, "proxy_score", change=True), STYLES["proxy"]),
+                 (*_column(records, run, "judge_score", change=True), STYLES["judge"])],
+        kl: [(*_metric(metrics, run, "kl"), STYLES["train"]), (*_column(records, run, "kl"), STYLES["monitor"])],
+        length: [(steps[:len(relative)], relative, STYLES["train"]),
+                 (*_column(records, run, "length_drift"), STYLES["monitor"])],
+    }
+    for ax, series in lines.items():
+        drawn = [(xs, ys, style) for xs, ys, style in series if xs]
+        for xs, ys, style in drawn:
+            ax.plot(xs, ys, **style)
+        if not drawn:
+            ax.text(0.5, 0.5, "nothing recorded", transform=ax.transAxes, ha="center", va="center", color="#888",
+                    fontsize=8)
+    for step in warned:
+        change.axvline(step, color=WARN, linestyle=":", linewidth=1.2)
+    change.axhline(0, color="#999", linewidth=0.6)
+    length.axhline(1, color="#999", linewidth=0.6)
 
 
 def warnings(con: "Con", run_id: str | None) -> Section:
