@@ -394,12 +394,11 @@ def test_rl_monitor_numbers_match_sql(db, report):
     assert list(table) == RL_RUNS  # newest first
     columns = page.tables["rl-runs"][0][1:]
     rloo = dict(zip(columns, table["train-rloo"], strict=True))
-    assert (rloo["measured"], rloo["KL"], rloo["warnings"]) == ("0", "—", "0")  # listed, with no monitor values
+    assert (rloo["records"], rloo["KL"], rloo["warnings"]) == ("0", "—", "0")  # listed, with no monitor values
     grpo = dict(zip(columns, table["train-grpo"], strict=True))
-    assert (grpo["measured"], grpo["last at"], grpo["drift"], grpo["judge change"]) == (
-        "2", "10", "x0.90", "—")  # no judge: its change is missing, not zero
-    assert (grpo["proxy change"], grpo["warnings"]) == ("+0.600", "0")
-    assert dict(zip(columns, table["train-ppo"], strict=True))["first at"] == "10"
+    assert (grpo["records"], grpo["drift"], grpo["Δ judge"]) == ("2", "x0.90", "—")  # no judge: missing, not 0
+    assert (grpo["reward · judge"], grpo["Δ proxy"], grpo["warnings"]) == ("rule:m:f · —", "+0.600", "0")
+    assert dict(zip(columns, table["train-ppo"], strict=True))["warnings"] == "1 (step 10)"
 
 
 def test_overopt_warnings_match_sql_and_are_escaped(db, report):

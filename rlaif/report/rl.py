@@ -60,8 +60,7 @@ def _runs(con: "Con", run_id: str | None) -> list[dict]:
             SELECT run_id, kind, status, started_at, steps_done, total_steps FROM train_runs
             WHERE (kind IN ({_quoted(RL_KINDS)}) OR run_id IN (SELECT run_id FROM overopt_records)) AND {in_run()}),
         measured AS (
-            SELECT run_id, count(*) AS measurements, max(step) AS last_step,
-                   arg_max(kl, step) AS kl, arg_max(mean_length, step) AS mean_length,
+            SELECT run_id, count(*) AS measurements, arg_max(kl, step) AS kl,
                    arg_max(length_drift, step) AS length_drift,
                    arg_max(proxy_score, step) - arg_min(proxy_score, step) AS proxy_change,
                    arg_max(judge_score, step) - arg_min(judge_score, step) AS judge_change,
@@ -69,7 +68,7 @@ def _runs(con: "Con", run_id: str | None) -> list[dict]:
             FROM overopt_records GROUP BY run_id),
         warned AS (SELECT run_id, count(*) AS warnings, min(step) AS first_warning FROM overopt_warnings
                    GROUP BY run_id)
-        SELECT rl.*, coalesce(measurements, 0) AS measurements, last_step, kl, mean_length, length_drift,
+        SELECT rl.*, coalesce(measurements, 0) AS measurements, kl, length_drift,
                proxy_change, judge_change, proxy_source, judge_model, coalesce(warnings, 0) AS warnings,
                first_warning, count(*) OVER () AS all_runs, sum(coalesce(measurements, 0)) OVER () AS all_measured,
                count(warnings) OVER () AS all_warned
@@ -131,16 +130,15 @@ def monitor(con: "Con", run_id: str | None) -> Section:
 
 
 def _table(runs: list[dict]) -> Table:
-    return Table("rl-runs", ["run", "kind", "steps", "proxy", "judge", "measured", "last at", "KL", "length",
-                             "drift", "proxy change", "judge change", "warnings", "first at"],
-                 [[r["run_id"], r["kind"], f"{r['steps_done']} / {r['total_steps']}", r["proxy_source"],
-                   r["judge_model"], r["measurements"], r["last_step"], r["kl"], r["mean_length"],
-                   r["length_drift"], r["proxy_change"], r["judge_change"], r["warnings"], r["first_warning"]]
-                  for r in runs],
-                 "Per RL run: the monitor's measurements, the step of the last; KL (nats), mean length (tokens) and "
-                 "its drift at the last; the proxy's and the judge's change from the first to the last; the "
-                 "warnings and the step of the first.",
-                 formats={"drift": "x{:.2f}", "proxy change": "{:+.3f}", "judge change": "{:+.3f}"})
+    return Table("rl-runs", ["run", "kind", "records", "KL", "drift", "Δ proxy", "Δ judge", "warnings",
+                             "reward · judge"],
+                 [[r["run_id"], r["kind"], r["measurements"], r["kl"], r["length_drift"], r["proxy_change"],
+                   r["judge_change"], f"{r['warnings']} (step {r['first_warning']})" if r["warnings"] else "0",
+                   f"{r['proxy_source'] or '—'} · {r['judge_model'] or '—'}"] for r in runs],
+                 "Per RL run: the monitor's records; KL (nats) and length drift at the last record; the proxy's "
+                 "and the judge's change (Δ) from the first record to the last; the warnings and the step of the "
+                 "first; the reward optimised and the judge beside it.",
+                 formats={"drift": "x{:.2f}", "Δ proxy": "{:+.3f}", "Δ judge": "{:+.3f}"})
 
 
 def _metric(metrics: list[dict], run: str, name: str) -> tuple[list[int], list[float]]:
