@@ -27,10 +27,13 @@ RUNS_SHOWN = 6  # training runs drawn in the curves (the most recent); more line
 PANELS = 12  # metric panels drawn; the rest are named in one line
 POINTS = 1000  # steps drawn per run at most (evenly strided); the stored rows are all kept
 # Metrics the issue asks to see first, in this order; any other metric follows alphabetically.
+# The RL trainer's (docs/rl.md) follow the reward: its losses, entropy, the KL coefficient, EOS and clip rates.
 FIRST = ("loss", "reward_accuracy", "accuracy", "reward_margin", "logp_margin", "kl", "reward", "length",
-         "response_length", "reward_chosen", "reward_rejected", "perplexity", "brier", "ece", "lr", "grad_norm",
-         "tokens_per_s")
-LAST = ("tokens", "step_s", "pairs", "answers")  # bookkeeping: drawn only if there is room
+         "response_length", "policy_loss", "value_loss", "entropy", "kl_coef", "eos_rate", "clip_frac", "approx_kl",
+         "reward_chosen", "reward_rejected", "perplexity", "brier", "ece", "lr", "grad_norm", "tokens_per_s")
+# Bookkeeping, drawn only if there is room; advantage_mean is ~0 by construction (whitened or group-centred).
+LAST = ("tokens", "step_s", "pairs", "answers", "step_cpu_s", "rollout_s", "update_s", "rollout_tokens",
+        "advantage_mean")
 EVALS_SHOWN = 12  # win-rate evaluations listed and drawn (the most recent)
 PHASE_STYLE = {"step": {"linewidth": 1.1}, "train": {"linestyle": "--", "marker": "s", "markersize": 3},
                "eval": {"linestyle": ":", "marker": "o", "markersize": 3}}
