@@ -4,9 +4,9 @@ Read from migration 006 (issue #10): ``train_runs`` (one row per training run), 
 phase, step, name, value; phase 'step' is a step's own batch, 'train' and 'eval' a pass over a split, step 0
 before training), ``winrate_evals`` and ``winrate_judgements`` (`rlaif eval winrate`), with each evaluation's
 method from 007's view ``policy_comparison`` (best-of-N beside PPO and DPO) where the database has it. The RL
-monitor and its warnings are in ``rl.py``.
-With ``--run`` these sections cover that run: a training run's id (``train-...``) for the runs and curves and the
-evaluations of its final model, an evaluation's run id for its win rates.
+monitor and its warnings are in ``rl.py``. With ``--run`` these sections cover that run: a training run's id
+(``train-...``) for the runs and curves and the evaluations of its final model, an evaluation's run id for its
+win rates.
 """
 
 from __future__ import annotations
