@@ -34,16 +34,20 @@ PAIRS = [
     ("pair5", "honest", 0.9, 0.9, 90, 30),
     ("pair6", "harm", None, None, 10, 10),   # no verdict in either order
 ]
-EMPTY_SECTIONS = {"train-overopt"}
 FIGURES = {"gen-throughput", "gen-latency", "gen-flags", "gen-principles", "gen-lengths", "gen-sft-dataset",
-           "pref-p-chosen",
-           "pref-position", "pref-length", "pref-canaries", "pref-judge-eval", "pref-calibration", "train-curves",
-           "train-win-rate"}
+           "pref-p-chosen", "pref-position", "pref-length", "pref-canaries", "pref-judge-eval", "pref-calibration",
+           "train-curves", "train-win-rate", "train-rl-monitor"}
 # (mode, p_correct, correct) of the crafted canary checks; None: an unreadable answer
 CANARIES = [("choice", 0.8, True), ("choice", 0.7, True), ("choice", 0.3, False), ("choice", None, None),
             ("contrast", 0.9, True), ("contrast", 0.95, True)]
 AGREEMENT = {"choice": (0.55, 0.42, 0.67), "contrast": (0.95, 0.85, 0.99)}
 TRAIN_STEPS = 20
+# The crafted RL runs' monitor records: run -> [(step, kl, mean_length, proxy, judge)]. The PPO run's proxy rises
+# while its judge falls after step 5 (one warning at step 10); the GRPO run has no judge and no warning.
+MONITOR = {"train-ppo": [(0, 0.0, 40.0, 0.1, 0.2), (5, 1.5, 48.0, 0.5, 0.3), (10, 4.0, 60.0, 0.9, 0.1)],
+           "train-grpo": [(0, 0.0, 30.0, -0.2, None), (10, 2.0, 27.0, 0.4, None)]}
+RL_RUNS = [*MONITOR, "train-rloo"]  # newest first; the RLOO run ran without the monitor
+HOSTILE_WARNING = 'proxy <i>gamed</i> & "judge" fell'
 WIN = {"win_rate": 0.62, "win_rate_low": 0.51, "win_rate_high": 0.73, "lc_win_rate": 0.55, "lc_win_rate_low": 0.44,
        "lc_win_rate_high": 0.66}
 
@@ -97,6 +101,8 @@ class Page(HTMLParser):
             self._table = None
         elif tag == "figure":
             self._figure = None
+        elif tag == "section":
+            self._section = None  # report sections do not nest: this closes the one open
 
     def handle_data(self, data):
         if self._cell is not None:
@@ -159,8 +165,12 @@ def crafted_rows(prompt_ids: list[str]) -> dict[str, list[dict]]:
                "skipped_prompts": [{"run_id": CRAFTED, "prompt_id": prompt_ids[2], "stage": "respond",
                                     "reason": "prompt longer than the context", "tokens": 9000,
                                     "context_length": 2048, "created_at": now}]}
+    rl = rl_rows()
+    training = training_rows()
+    for table in ("train_runs", "train_metrics", "winrate_evals"):
+        training[table] += rl.pop(table)
     return {"attempts": attempts, "generations": generations, "row_flags": flags, "comparisons": comparisons,
-            "revisions": revisions, **skipped, **judge_rows(), **training_rows()}
+            "revisions": revisions, **skipped, **judge_rows(), **training, **rl}
 
 
 def judge_rows() -> dict[str, list[dict]]:
@@ -180,15 +190,19 @@ def judge_rows() -> dict[str, list[dict]]:
     return {"canary_results": canaries, "judge_evals": evals, "judge_eval_pairs": pairs}
 
 
+def train_run(kind: str, dataset: str, minutes_ago: int, steps: int = TRAIN_STEPS) -> dict:
+    """A completed training run's row, its final model in /tmp/KIND/final."""
+    return {"run_id": f"train-{kind}", "kind": kind, "status": "completed", "config": "{}", "base_model": "tiny",
+            "dataset": dataset, "data_version": "v" * 12, "data_rows": 40, "train_rows": 36, "eval_rows": 4,
+            "out_dir": f"/tmp/{kind}", "world_size": 1, "device": "cpu", "precision": "fp32", "total_steps": steps,
+            "steps_done": steps, "resumes": 0, "final_path": f"/tmp/{kind}/final",
+            "started_at": utcnow() - timedelta(minutes=minutes_ago)}
+
+
 def training_rows() -> dict[str, list[dict]]:
     """Two training runs with metrics over steps, and one win-rate evaluation of the second (migration 006)."""
     now = utcnow()
-    runs = [{"run_id": f"train-{kind}", "kind": kind, "status": "completed", "config": "{}", "base_model": "tiny",
-             "dataset": dataset, "data_version": "v" * 12, "data_rows": 40, "train_rows": 36, "eval_rows": 4,
-             "out_dir": f"/tmp/{kind}", "world_size": 1, "device": "cpu", "precision": "fp32",
-             "total_steps": TRAIN_STEPS, "steps_done": TRAIN_STEPS, "resumes": 0,
-             "started_at": now - timedelta(minutes=minutes)}  # the DPO run is the latest
-            for kind, dataset, minutes in (("sft", "sft_dataset", 10), ("dpo", "preference_dataset", 0))]
+    runs = [train_run("sft", "sft_dataset", 10), train_run("dpo", "preference_dataset", 0)]  # the DPO run is the latest
     metrics = [{"run_id": "train-dpo", "phase": "step", "step": step, "name": name, "value": value,
                 "created_at": now}
                for step in range(1, TRAIN_STEPS + 1)
@@ -203,6 +217,32 @@ def training_rows() -> dict[str, list[dict]]:
                "base_output": "y" * 10, "p_policy": 0.3 + 0.1 * i, "len_policy": 10 + i, "len_base": 10,
                "created_at": now} for i in range(5)]
     return {"train_runs": runs, "train_metrics": metrics, "winrate_evals": evals, "winrate_judgements": judged}
+
+
+def rl_rows() -> dict[str, list[dict]]:
+    """Two RL runs older than the DPO run, their step metrics and monitor records, one warning, and evaluations
+    of the PPO policy and of a best-of-N baseline (migration 007)."""
+    now = utcnow()
+    runs = [train_run(run.removeprefix("train-"), "prompts", 2 * (i + 1), steps=10) for i, run in enumerate(RL_RUNS)]
+    metrics = [{"run_id": run, "phase": "step", "step": step, "name": name, "value": value, "created_at": now}
+               for run in RL_RUNS for step in range(1, 11)
+               for name, value in (("reward", 0.1 * step), ("kl", 0.3 * step), ("response_length", 40.0 + step),
+                                   ("reward/rule:m:f", float("nan")))]
+    records = [{"run_id": run, "step": step, "prompts": 8, "kl": kl, "mean_length": length,
+                "length_drift": length / points[0][2], "proxy_score": proxy, "judge_score": judge,
+                "proxy_source": "rule:m:f", "judge_model": None if judge is None else "judge", "created_at": now}
+               for run, points in MONITOR.items() for step, kl, length, proxy, judge in points]
+    warnings_ = [{"run_id": "train-ppo", "step": 10, "kind": "proxy_up_judge_down", "since_step": 5,
+                  "proxy_delta": 0.4, "judge_delta": -0.2, "message": HOSTILE_WARNING, "created_at": now}]
+    evals = [{"eval_id": eval_id, "run_id": CRAFTED, "policy": policy, "base": "tiny", "judge_model": "judge",
+              "constitution_version": "v1", "split": "eval", "prompts": 5, "win_rate": rate, "win_rate_low": rate - 0.1,
+              "win_rate_high": rate + 0.1, "lc_win_rate": rate - 0.05, "lc_win_rate_low": rate - 0.2,
+              "lc_win_rate_high": rate + 0.1, "created_at": now - timedelta(minutes=minutes)}
+             for eval_id, policy, rate, minutes in (("ev-ppo", "/tmp/ppo/final", 0.58, 1),
+                                                    ("ev-bon", "best-of-n:4:rule:m:f:tiny", 0.66, 2),
+                                                    ("ev-bon-old", "best-of-n:2:rule:m:f:tiny", 0.3, 3))]
+    return {"train_runs": runs, "train_metrics": metrics, "overopt_records": records, "overopt_warnings": warnings_,
+            "winrate_evals": evals}
 
 
 @pytest.fixture(scope="module")
@@ -247,12 +287,10 @@ def demo_run(db: Path) -> str:
 def test_every_section_is_drawn_or_says_in_one_line_why_not(report):
     _, page = report
     assert page.sections, "no sections parsed"
-    empty = {k for k, s in page.sections.items() if s["status"] == "empty"}
-    assert empty == EMPTY_SECTIONS
+    assert [k for k, s in page.sections.items() if s["status"] == "empty"] == []  # the crafted rows fill them all
     assert set(page.figures) == FIGURES
     for key in sorted(FIGURES):
         assert page.figures[key].startswith("data:image/png;base64,") and len(page.figures[key]) > 2000
-    assert "migration 007 (issue #11)" in page.sections["train-overopt"]["text"]
 
 
 def test_generation_numbers_match_sql(db, report):
@@ -326,14 +364,76 @@ def test_judge_numbers_match_sql(db, report):
 
 def test_training_numbers_match_sql(db, report):
     _, page = report
-    assert page.stat("train_runs") == sql(db, "SELECT count(*) FROM train_runs")[0][0] == 2
+    assert page.stat("train_runs") == sql(db, "SELECT count(*) FROM train_runs")[0][0] == 5  # sft, dpo and 3 RL
     ((last_loss,),) = sql(db, "SELECT value FROM train_metrics WHERE run_id = 'train-dpo' AND name = 'loss' "
                               "AND phase = 'step' ORDER BY step DESC LIMIT 1")
     assert page.stat("final_loss") == pytest.approx(last_loss) == pytest.approx(0.5)
     assert page.stat("final_reward_accuracy") == pytest.approx(0.9)
-    assert page.table("win-rates")["/tmp/dpo/final"][4:6] == ["0.620 [0.51, 0.73]", "0.550 [0.44, 0.66]"]
+    assert page.table("win-rates")["/tmp/dpo/final"][:8] == ["dpo", "tiny", "judge", "eval", "5",
+                                                             "0.620 [0.51, 0.73]", "0.550 [0.44, 0.66]", "3 / 0 / 2"]
     assert page.stat("win_rate") == WIN["win_rate"] and page.stat("lc_win_rate") == WIN["lc_win_rate"]
     assert "[0.510, 0.730]" in page.sections["train-win-rate"]["text"]
+
+
+def test_rl_monitor_numbers_match_sql(db, report):
+    _, page = report
+    ((runs, measured),) = sql(db, "SELECT count(*), (SELECT count(*) FROM overopt_records) FROM train_runs "
+                                  "WHERE kind IN ('ppo', 'grpo', 'rloo')")
+    assert (page.stat("rl_runs"), page.stat("rl_measurements"), page.stat("rl_warned_runs")) == (runs, measured, 1)
+    assert (runs, measured) == (3, 5)
+    # the latest RL run (PPO): its last measurement, and the changes from its first to its last
+    ((kl, drift, proxy, judge),) = sql(db, """
+        SELECT arg_max(kl, step), arg_max(length_drift, step), arg_max(proxy_score, step) - arg_min(proxy_score, step),
+               arg_max(judge_score, step) - arg_min(judge_score, step)
+        FROM overopt_records WHERE run_id = 'train-ppo'""")
+    assert page.stat("rl_kl") == pytest.approx(kl) == 4.0
+    assert page.stat("rl_length_drift") == pytest.approx(drift) == pytest.approx(1.5)
+    assert page.stat("rl_proxy_change") == pytest.approx(proxy) == pytest.approx(0.8)
+    assert page.stat("rl_judge_change") == pytest.approx(judge) == pytest.approx(-0.1)
+    table = page.table("rl-runs")
+    assert list(table) == RL_RUNS  # newest first
+    columns = page.tables["rl-runs"][0][1:]
+    rloo = dict(zip(columns, table["train-rloo"], strict=True))
+    assert (rloo["records"], rloo["KL"], rloo["warnings"]) == ("0", "—", "0")  # listed, with no monitor values
+    grpo = dict(zip(columns, table["train-grpo"], strict=True))
+    assert (grpo["records"], grpo["drift"], grpo["Δ judge"]) == ("2", "x0.90", "—")  # no judge: missing, not 0
+    assert (grpo["reward · judge"], grpo["Δ proxy"], grpo["warnings"]) == ("rule:m:f · —", "+0.600", "0")
+    assert dict(zip(columns, table["train-ppo"], strict=True))["warnings"] == "1 (step 10)"
+
+
+def test_overopt_warnings_match_sql_and_are_escaped(db, report):
+    path, page = report
+    listed = sql(db, "SELECT run_id, step, since_step, proxy_delta, judge_delta, message FROM overopt_warnings")
+    assert page.stat("overopt_warnings") == len(listed) == 1 and page.stat("overopt_warned_runs") == 1
+    ((run, step, since, proxy, judge, message),) = listed
+    assert page.table("overopt-warnings")[run] == [str(step), str(since), f"{proxy:+.3f}", f"{judge:+.3f}", message]
+    assert "proxy &lt;i&gt;gamed&lt;/i&gt; &amp; &quot;judge&quot; fell" in path.read_text(encoding="utf-8")
+
+
+def test_policy_comparison_puts_best_of_n_beside_the_trained_policies(db, report):
+    _, page = report
+    latest = sql(db, """
+        SELECT method, policy, win_rate, win_rate_low, win_rate_high FROM policy_comparison
+        QUALIFY row_number() OVER (PARTITION BY method, base ORDER BY created_at DESC) = 1""")
+    shown = page.table("policy-comparison")
+    assert set(shown) == {m for m, *_ in latest} == {"dpo", "ppo", "best-of-n"}
+    for method, policy, rate, lo, hi in latest:
+        assert shown[method][1] == policy and shown[method][4] == f"{rate:.3f} [{lo:.2f}, {hi:.2f}]"
+    assert [r[0] for r in page.tables["policy-comparison"][1:]] == ["best-of-n", "dpo", "ppo"]  # best first
+    methods = {policy: row[0] for policy, row in page.table("win-rates").items()}
+    assert methods["best-of-n:2:rule:m:f:tiny"] == "best-of-n" and methods["/tmp/ppo/final"] == "ppo"
+
+
+def test_an_rl_run_report_covers_that_run(db, tmp_path):
+    page = Page(write_report(db, tmp_path / "ppo.html", run_id="train-ppo").read_text(encoding="utf-8"))
+    assert page.stat("rl_runs") == 1 and list(page.table("rl-runs")) == ["train-ppo"]
+    assert "train-rl-monitor" in page.figures and page.stat("overopt_warnings") == 1
+    assert list(page.table("win-rates")) == ["/tmp/ppo/final"]  # the evaluation of its final model
+    page = Page(write_report(db, tmp_path / "grpo.html", run_id="train-grpo").read_text(encoding="utf-8"))
+    assert page.stat("rl_kl") == 2.0 and page.stats["rl_judge_change"] == "None"
+    assert page.sections["train-overopt"]["text"].endswith(
+        "No warnings: in 1 RL run and 2 monitor measurements, the proxy never rose while the judge fell (beyond "
+        "the margins).")
 
 
 def test_a_run_report_covers_that_run_only(db, tmp_path):
@@ -357,6 +457,8 @@ def test_a_training_run_report_covers_that_training_run(db, tmp_path):
     assert page.stat("train_runs") == 1 and page.table("train-runs").keys() == {"train-sft"}
     assert page.stat("final_loss") == pytest.approx(2.0 / 21)
     assert "No generations in run train-sft." in page.sections["gen-throughput"]["text"]
+    for key in ("train-rl-monitor", "train-overopt"):
+        assert page.sections[key]["text"].endswith("No RL runs (`rlaif train ppo|grpo`) in run train-sft.")
 
 
 def test_text_from_the_database_is_escaped(report):
@@ -382,12 +484,14 @@ def test_an_empty_database_says_so_in_every_section(tmp_path):
     db = tmp_path / "empty.duckdb"
     Store(db).migrate()
     page = Page(write_report(db, tmp_path / "empty.html").read_text(encoding="utf-8"))
-    assert len(page.sections) == 20
+    assert len(page.sections) == 21
     for key, section in page.sections.items():
         assert section["status"] == "empty", key
         lines = section["text"].strip().splitlines()
         assert len(lines) <= 2 and lines[-1].strip(), (key, lines)  # the title, then one line
     assert not page.figures and not page.stats
+    for key in ("train-rl-monitor", "train-overopt"):
+        assert page.sections[key]["text"].endswith("No RL runs (`rlaif train ppo|grpo`) in this database.")
 
 
 def test_a_database_from_before_the_newer_migrations(tmp_path):
@@ -403,6 +507,7 @@ def test_a_database_from_before_the_newer_migrations(tmp_path):
     page = Page(write_report(db, tmp_path / "old.html").read_text(encoding="utf-8"))
     assert "No table row_flags in this database" in page.sections["gen-flags"]["text"]
     assert "No table train_runs in this database" in page.sections["train-runs"]["text"]
+    assert "overopt_records, overopt_warnings in this database" in page.sections["train-overopt"]["text"]
     assert "No table sft_candidates in this database" in page.sections["gen-sft-dataset"]["text"]
 
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from rlaif.report import chains, generation, judge, overview, preferences, training
+from rlaif.report import chains, generation, judge, overview, preferences, rl, training
 from rlaif.report.data import migrations, rows, tables
 from rlaif.report.model import Group, Section
 
@@ -24,7 +24,7 @@ GROUPS: tuple[tuple[str, str, list[SectionFn]], ...] = (
     ("overview", "Overview", overview.SECTIONS),
     ("generation", "Generation", generation.SECTIONS + chains.SECTIONS),
     ("preferences", "Preferences", preferences.SECTIONS + judge.SECTIONS),
-    ("training", "Training", training.SECTIONS),
+    ("training", "Training", training.SECTIONS + rl.SECTIONS),
 )
 
 

@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import duckdb
 
-    from rlaif.report.model import Section
-
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
 
@@ -109,20 +107,3 @@ def elapsed_unit(span_s: float) -> tuple[float, str]:
     if span_s < 3 * 3600:
         return 60.0, "min"
     return 3600.0, "h"
-
-
-def pending(con: "duckdb.DuckDBPyConnection", key: str, title: str, *, version: int, issue: int,
-            what: str) -> "Section":
-    """A section whose tables come with a later migration: one line saying whether this database has them.
-
-    The tables' names are settled by the branch that adds the migration, so until it lands the report checks
-    for the migration itself rather than guessing table names.
-    """
-    from rlaif.report.model import Section
-
-    if version in migrations(con):
-        line = (f"This database has migration {version:03d} ({what}), which this version of the report "
-                "does not draw yet.")
-    else:
-        line = f"No {what} in this database: they arrive with migration {version:03d} (issue #{issue})."
-    return Section.nodata(key, title, line)

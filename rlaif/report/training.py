@@ -1,10 +1,12 @@
-"""Report sections on training: the runs, their curves over steps, win rates against the base, over-optimisation.
+"""Report sections on training: the runs, their curves over steps, win rates against the base.
 
 Read from migration 006 (issue #10): ``train_runs`` (one row per training run), ``train_metrics`` (long rows: run,
 phase, step, name, value; phase 'step' is a step's own batch, 'train' and 'eval' a pass over a split, step 0
-before training), ``winrate_evals`` and ``winrate_judgements`` (`rlaif eval winrate`). The over-optimisation
-monitor's warnings come with the RL migration (007, issue #11). With ``--run`` these sections cover that run: a
-training run's id (``train-...``) for the runs and curves, an evaluation's run id for the win rates.
+before training), ``winrate_evals`` and ``winrate_judgements`` (`rlaif eval winrate`), with each evaluation's
+method from 007's view ``policy_comparison`` (best-of-N beside PPO and DPO) where the database has it. The RL
+monitor and its warnings are in ``rl.py``. With ``--run`` these sections cover that run: a training run's id
+(``train-...``) for the runs and curves and the evaluations of its final model, an evaluation's run id for its
+win rates.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from rlaif.report.data import in_run, missing, pending, rows, scope
+from rlaif.report.data import in_run, missing, rows, scope, tables
 from rlaif.report.figures import COLOURS
 from rlaif.report.model import Note, Plot, Section, Stat, Table
 
@@ -25,9 +27,14 @@ RUNS_SHOWN = 6  # training runs drawn in the curves (the most recent); more line
 PANELS = 12  # metric panels drawn; the rest are named in one line
 POINTS = 1000  # steps drawn per run at most (evenly strided); the stored rows are all kept
 # Metrics the issue asks to see first, in this order; any other metric follows alphabetically.
+# The RL trainer's (docs/rl.md) follow the reward: its losses, entropy, the KL coefficient, EOS and clip rates.
 FIRST = ("loss", "reward_accuracy", "accuracy", "reward_margin", "logp_margin", "kl", "reward", "length",
+         "response_length", "policy_loss", "value_loss", "entropy", "kl_coef", "eos_rate", "clip_frac", "approx_kl",
          "reward_chosen", "reward_rejected", "perplexity", "brier", "ece", "lr", "grad_norm", "tokens_per_s")
-LAST = ("tokens", "step_s", "pairs", "answers")  # bookkeeping: drawn only if there is room
+# Bookkeeping, drawn only if there is room; advantage_mean is ~0 by construction (whitened or group-centred).
+LAST = ("tokens", "step_s", "pairs", "answers", "step_cpu_s", "rollout_s", "update_s", "rollout_tokens",
+        "advantage_mean")
+EVALS_SHOWN = 12  # win-rate evaluations listed and drawn (the most recent)
 PHASE_STYLE = {"step": {"linewidth": 1.1}, "train": {"linestyle": "--", "marker": "s", "markersize": 3},
                "eval": {"linestyle": ":", "marker": "o", "markersize": 3}}
 
@@ -133,9 +140,12 @@ def win_rate(con: "Con", run_id: str | None) -> Section:
     absent = missing(con, "winrate_evals", "winrate_judgements")
     if absent:
         return Section.nodata(key, title, absent)
-    evals = rows(con, f"SELECT * FROM winrate_evals WHERE {in_run()} ORDER BY created_at DESC LIMIT 12", run_id)
+    evals = rows(con, f"""
+        SELECT e.*, {_method(con)} AS method FROM winrate_evals e WHERE {_evals_in_run()}
+        ORDER BY e.created_at DESC, e.eval_id LIMIT {EVALS_SHOWN}""", run_id)
     if not evals:
-        return Section.nodata(key, title, f"No win-rate evaluations (`rlaif eval winrate`) in {scope(run_id)}.")
+        return Section.nodata(key, title, "No win-rate evaluations (`rlaif eval winrate`, `rlaif eval best-of-n`) "
+                              f"in {scope(run_id)}.")
     latest = evals[0]
     judged = rows(con, """
         SELECT p_policy, len_policy - len_base AS diff FROM winrate_judgements
@@ -148,16 +158,49 @@ def win_rate(con: "Con", run_id: str | None) -> Section:
         Stat("lc_win_rate", "length-controlled win rate (latest)", latest["lc_win_rate"], "{:.3f}",
              _pair(latest["lc_win_rate_low"], latest["lc_win_rate_high"])),
         Stat("winrate_prompts", "prompts judged (latest)", latest["prompts"]),
-        Table("win-rates", ["policy", "base", "judge", "split", "prompts", "win rate [95%]", "length-controlled",
-                            "wins", "ties", "losses", "policy chars", "base chars"],
-              [[e["policy"], e["base"], e["judge_model"], e["split"], e["prompts"], _rate(e, "win_rate"),
-                _rate(e, "lc_win_rate"), e["wins"], e["ties"], e["losses"], e["mean_len_policy"],
-                e["mean_len_base"]] for e in evals]),
+        *_comparison(con, run_id),
+        Table("win-rates", ["policy", "method", "base", "judge", "split", "prompts", "win rate [95%]",
+                            "length-controlled", "wins / ties / losses", "policy chars", "base chars"],
+              [[e["policy"], e["method"], e["base"], e["judge_model"], e["split"], e["prompts"],
+                _rate(e, "win_rate"), _rate(e, "lc_win_rate"), _counts(e), e["mean_len_policy"],
+                e["mean_len_base"]] for e in evals], "Every evaluation, newest first."),
         Plot("train-win-rate", "Left: win rate and length-controlled win rate of each evaluation, with 95% "
              "intervals (0.5: no better than the base). Right, the latest evaluation: P(policy better) per prompt "
              "against how much longer the policy's answer was.", lambda fig: _draw_win(fig, evals, judged),
              size=(7.5, max(2.6, 0.5 * len(evals) + 1.4))),
     ])
+
+
+def _evals_in_run() -> str:
+    """The run filter of evaluations: an evaluation's own run, or a training run whose final model it judged."""
+    return f"({in_run('e.run_id')} OR e.policy IN (SELECT final_path FROM train_runs WHERE run_id = $run))"
+
+
+def _method(con: "Con") -> str:
+    """SQL for an evaluation's method ('dpo', 'ppo', 'best-of-n', ...) from the view policy_comparison (007)."""
+    if "policy_comparison" not in tables(con):
+        return "CAST(NULL AS VARCHAR)"
+    return "(SELECT min(c.method) FROM policy_comparison c WHERE c.eval_id = e.eval_id)"  # one per eval_id
+
+
+def _comparison(con: "Con", run_id: str | None) -> list[Table]:
+    """Best-of-N beside the trained policies: the latest evaluation of each method against each base."""
+    if "policy_comparison" not in tables(con):
+        return []
+    latest = rows(con, f"""
+        SELECT c.method, c.base, c.policy, c.prompts, c.win_rate, c.win_rate_low, c.win_rate_high, c.lc_win_rate,
+               e.lc_win_rate_low, e.lc_win_rate_high, c.judge_model, c.created_at
+        FROM policy_comparison c JOIN winrate_evals e USING (eval_id) WHERE {_evals_in_run()}
+        QUALIFY row_number() OVER (PARTITION BY c.method, c.base ORDER BY c.created_at DESC, c.eval_id) = 1
+        ORDER BY c.base, c.win_rate DESC NULLS LAST, c.method""", run_id)
+    if not latest:
+        return []
+    return [Table("policy-comparison", ["method", "base", "policy", "judge", "prompts", "win rate [95%]",
+                                        "length-controlled", "evaluated (UTC)"],
+                  [[c["method"], c["base"], c["policy"], c["judge_model"], c["prompts"], _rate(c, "win_rate"),
+                    _rate(c, "lc_win_rate"), c["created_at"]] for c in latest],
+                  "By method (view policy_comparison): the latest evaluation of each method against each base, "
+                  "best first. Method: the kind of the training run that made the policy, best-of-n, or model.")]
 
 
 def _rate(e: dict, name: str) -> str | None:
@@ -168,8 +211,20 @@ def _rate(e: dict, name: str) -> str | None:
     return f"{e[name]:.3f}" + ("" if lo is None or hi is None else f" [{lo:.2f}, {hi:.2f}]")
 
 
+def _counts(e: dict) -> str | None:
+    """Wins, ties and losses as one cell: '3 / 0 / 2'."""
+    counts = (e["wins"], e["ties"], e["losses"])
+    return None if None in counts else " / ".join(map(str, counts))
+
+
 def _pair(lo: float | None, hi: float | None) -> tuple[float, float] | None:
     return None if lo is None or hi is None else (lo, hi)
+
+
+def _policy_label(e: dict, limit: int = 28) -> str:
+    """A policy as a tick label: its method first unless the name says it, long names cut in the middle."""
+    text = e["policy"] if not e["method"] or e["policy"].startswith(e["method"]) else f"{e['method']}: {e['policy']}"
+    return text if len(text) <= limit else f"{text[:limit // 2 - 1]}…{text[-(limit // 2):]}"
 
 
 def _draw_win(fig, evals: list[dict], judged: list[dict]) -> None:
@@ -185,7 +240,7 @@ def _draw_win(fig, evals: list[dict], judged: list[dict]) -> None:
             err[1].append((e[f"{name}_high"] if e[f"{name}_high"] is not None else e[name]) - e[name])
         left.errorbar(xs, ys, xerr=err, fmt="o", capsize=3, color=colour,
                       label="win rate" if offset == 0 else "length-controlled")
-    left.set_yticks(range(len(evals)), [f"{e['policy'][-28:]}" for e in evals])
+    left.set_yticks(range(len(evals)), [_policy_label(e) for e in evals])
     left.axvline(0.5, color="#999", linestyle="--", linewidth=0.8)
     left.set(xlim=(0, 1), ylim=(len(evals) - 0.4, -0.9), xlabel="win rate against the base")  # newest on top
     left.legend(loc="upper left", ncols=2, fontsize=7)
@@ -196,10 +251,4 @@ def _draw_win(fig, evals: list[dict], judged: list[dict]) -> None:
     right.set(ylim=(0, 1), xlabel="policy length - base length (chars)", ylabel="P(policy better)")
 
 
-def over_optimisation(con: "Con", run_id: str | None) -> Section:
-    """The over-optimisation monitor's warnings: the proxy reward rising while the judge's score falls."""
-    return pending(con, "train-overopt", "Over-optimisation warnings", version=7, issue=11,
-                   what="over-optimisation warnings")
-
-
-SECTIONS = [train_runs, curves, win_rate, over_optimisation]
+SECTIONS = [train_runs, curves, win_rate]
