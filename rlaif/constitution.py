@@ -162,6 +162,7 @@ class Constitution(_Model):
     templates: Templates
     judge: JudgeFormats = Field(default_factory=JudgeFormats, description="the judge's other prompt formats")
     _source: Path | None = PrivateAttr(default=None)
+    _version: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _ids_unique_and_known(self) -> Constitution:
@@ -177,9 +178,12 @@ class Constitution(_Model):
 
     @property
     def version(self) -> str:
-        """First 16 hex digits of the sha256 of the canonical JSON of the content."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+        """First 16 hex digits of the sha256 of the canonical JSON of the content (computed once: it is frozen)."""
+        if self._version is None:
+            canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"),
+                                   ensure_ascii=False)
+            self._version = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+        return self._version
 
     def principle(self, id: str) -> Principle:
         return _by_id(self.principles, id, "principle", self.name)

@@ -148,10 +148,11 @@ class _Run:
         s.rows += 1
         if not self.judge or final == original:
             return  # identical texts carry no preference
-        row, error = await judge_revision(ctx, prompt, chain, original, final, self.feedback)
-        if row is None:
+        rows, error = await judge_revision(ctx, prompt, chain, original, final, self.feedback,
+                                           policy_model=policy_model)
+        if error is not None:
             return self.failed(prompt, "judge", error)
-        self.write("comparisons", [row])
+        self.write("comparisons", rows)
         s.comparisons += 1
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -30,10 +31,10 @@ def test_demo_on_the_embedded_model(tmp_path):
     assert store.fetch("SELECT count(*) AS n FROM sft_candidates WHERE final")[0]["n"] == 2
     clean = store.fetch("SELECT count(*) AS n FROM sft_candidates WHERE final AND len(flags) = 0")[0]["n"]
     assert store.fetch("SELECT count(*) AS n FROM sft_dataset")[0]["n"] == clean  # flagged rows left out
-    judged = store.fetch("SELECT p_a_ab, p_a_ba, p_a FROM comparisons")
+    judged = store.fetch("SELECT mode, score_a, score_b, p_a FROM comparisons")
     assert len(judged) <= 1
-    for row in judged:  # real probabilities from the model's log-probs, averaged over both orders
-        assert 0 < row["p_a_ab"] < 1 and 0 < row["p_a_ba"] < 1
-        assert row["p_a"] == pytest.approx((row["p_a_ab"] + row["p_a_ba"]) / 2)
+    for row in judged:  # the embedded engine's default judge: the likelihood contrast of the two answers
+        assert row["mode"] == "contrast" and 0 < row["p_a"] < 1
+        assert row["p_a"] == pytest.approx(1 / (1 + math.exp(-(row["score_a"] - row["score_b"]) / 0.2)))
     texts = store.fetch("SELECT output FROM generations WHERE stage = 'respond'")
     assert all(len(r["output"].split()) >= 3 for r in texts)

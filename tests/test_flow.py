@@ -53,7 +53,7 @@ def test_flow_parameters_validate_through_the_options_model(prefect_harness, tmp
 
 @pytest.mark.real_model
 def test_flow_on_the_embedded_model(prefect_harness, tmp_path):
-    """SmolLM2 through the real flow: a helpful prompt, two transcript rounds, the judge's log-probs."""
+    """SmolLM2 through the real flow: a helpful prompt, two transcript rounds, the judge in its default mode."""
     db = tmp_path / "real.duckdb"
     options = demo_options(limit=3, rounds=2, max_tokens=12)  # built-in prompts 1 and 3 are helpful
     summary = _flow()(options=options, kind="demo", show_progress=False,
@@ -62,11 +62,13 @@ def test_flow_on_the_embedded_model(prefect_harness, tmp_path):
     assert summary["prompts"] == 3 and summary["helpful"] == 2 and summary["failed_prompts"] == 0
     store = Store(db)
     stages = {r["stage"]: r["n"] for r in store.fetch("SELECT stage, count(*) AS n FROM generations GROUP BY 1")}
-    assert stages == {"respond": 3, "critique": 2, "revise": 2, "judge": 2}
+    # The transformers engine judges by likelihood contrast: each answer of the one pair scored under the
+    # principle's framing and the neutral one (four score calls), where the letter judge would make two.
+    assert stages == {"respond": 3, "critique": 2, "revise": 2, "judge": 4}
     (second,) = store.fetch("SELECT messages FROM generations WHERE stage = 'critique' AND len(messages) = "
                             "(SELECT max(len(messages)) FROM generations WHERE stage = 'critique')")
     first = store.fetch("SELECT min(len(messages)) AS n FROM generations WHERE stage = 'critique'")[0]["n"]
     assert len(second["messages"]) == first + 4  # the transcript grew by a critique and a revision exchange
     assert store.fetch("SELECT DISTINCT model FROM responses") == [{"model": "SmolLM2-135M-Instruct"}]
-    (judged,) = store.fetch("SELECT p_a_ab, p_a_ba FROM comparisons")
-    assert 0 < judged["p_a_ab"] < 1 and 0 < judged["p_a_ba"] < 1
+    (judged,) = store.fetch("SELECT mode, p_a FROM comparisons")
+    assert judged["mode"] == "contrast" and 0 < judged["p_a"] < 1

@@ -191,12 +191,21 @@ async def _judge_all(engine: Any, constitution: Constitution, pairs: Sequence[tu
 
 async def judge_answers(engine: Any, constitution: Constitution, row: PromptRow, policy_text: str, base_text: str,
                         seed: int) -> Verdict:
-    """The judge's debiased verdict on (policy answer, base answer): the one call into the judge stage."""
-    from rlaif.stages.judge import draw_judge_principle, judge_pair, pair_id
+    """The judge's debiased verdict on (policy answer, base answer): the one call into the judge stage.
 
-    principle = draw_judge_principle(constitution, seed, pair_id(row.prompt_id, policy_text, base_text))
-    return await judge_pair(engine, constitution, principle, list(row.messages), policy_text, base_text,
-                            row.prompt_id)
+    The judge runs in the feedback engine's measured default mode (``rlaif.judge.config.default_mode``: the
+    likelihood contrast on real engines, where the multiple-choice letter is at chance on small models), under one
+    principle drawn for the pair; the verdict is turned back to (policy, base) order.
+    """
+    from rlaif.judge.config import JudgeConfig, default_mode
+    from rlaif.judge.pairing import Candidate, Pair
+    from rlaif.stages.judge import judge
+
+    pair = Pair.make(row.prompt_id, row.messages, Candidate(policy_text, "policy"), Candidate(base_text, "base"))
+    judgement = await judge(engine, constitution, pair, config=JudgeConfig(mode=default_mode(engine.name)),
+                            run_seed=seed)
+    (verdict,) = judgement.verdicts
+    return verdict.swapped() if pair.swapped else verdict
 
 
 def _answer_engine(settings: Settings, model: str, options: WinRateOptions) -> Engine:
