@@ -23,8 +23,10 @@ import hashlib
 import json
 import re
 import string
+import threading
+from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
@@ -38,6 +40,13 @@ _MAX_NODES = 100_000  # bounds alias expansion ("billion laughs") when turning t
 _MAX_DEPTH = 32
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+
+T = TypeVar("T")
+# Constitution.derived's values by (version, build, args), over every constitution this process has used; the
+# oldest go first past the bound. Module-level, not on the instance, so that equality stays about content.
+_DERIVED: dict[tuple, Any] = {}
+_DERIVED_MAX = 256
+_DERIVED_LOCK = threading.Lock()
 
 # For each template: (placeholders it must use, placeholders it may use).
 TEMPLATE_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
@@ -162,7 +171,6 @@ class Constitution(_Model):
     templates: Templates
     judge: JudgeFormats = Field(default_factory=JudgeFormats, description="the judge's other prompt formats")
     _source: Path | None = PrivateAttr(default=None)
-    _version: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _ids_unique_and_known(self) -> Constitution:
@@ -176,14 +184,36 @@ class Constitution(_Model):
     def source(self) -> Path | None:
         return self._source
 
-    @property
+    @functools.cached_property
     def version(self) -> str:
-        """First 16 hex digits of the sha256 of the canonical JSON of the content (computed once: it is frozen)."""
-        if self._version is None:
-            canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"),
-                                   ensure_ascii=False)
-            self._version = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
-        return self._version
+        """First 16 hex digits of the sha256 of the canonical JSON of the content (computed once: it is frozen).
+
+        A cached property rather than a private attribute: every request reads it, and pydantic's private
+        attributes are a slow lookup and part of equality (two loads of one file would differ).
+        """
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+    def derived(self, build: Callable[..., T], *args: Hashable) -> T:
+        """``build(self, *args)``, computed once per constitution content and shared.
+
+        The one home of a run's per-constitution constants: a run renders the same few-shot exemplars and builds
+        the same judge guard for every request (~10-20% of an SFT run's main thread when they were rebuilt per
+        pair, bench/scale.py). Keyed by ``version``, so two loads of one file share values and an edited file
+        gets its own; ``args`` (e.g. an engine's special tokens) are part of the key. Values are shared: return
+        tuples or frozen objects.
+        """
+        key = (self.version, build, *args)
+        try:
+            return _DERIVED[key]
+        except KeyError:
+            pass
+        value = build(self, *args)
+        with _DERIVED_LOCK:
+            if len(_DERIVED) >= _DERIVED_MAX:
+                del _DERIVED[next(iter(_DERIVED))]
+            _DERIVED[key] = value
+        return value
 
     def principle(self, id: str) -> Principle:
         return _by_id(self.principles, id, "principle", self.name)

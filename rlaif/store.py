@@ -387,6 +387,15 @@ def _apply_migration(con: duckdb.DuckDBPyConnection, version: int, name: str, pa
         raise StoreError(f"migration {path.name} failed: {error_line(exc)}") from exc
 
 
+def _warm_arrow() -> None:
+    """Pay Arrow's one-time start-up now: its first conversion of Python values imports pandas (~0.25 s). Inside
+    a Writer's first flush that time would count as holding the file, and pacing would pause the next flush for
+    it (up to ``max_age_s``) while rows pile up."""
+    import pyarrow as pa
+
+    pa.array([""], type=pa.string())
+
+
 class Writer:
     """Buffers rows per table and flushes them together in one transaction.
 
@@ -429,6 +438,7 @@ class Writer:
         self._wake = threading.Event()
         self._closing = threading.Event()  # cuts a pacing pause short when close() is called
         self._thread: threading.Thread | None = None
+        _warm_arrow()
         if background:
             self._thread = threading.Thread(target=self._background, name="rlaif-writer", daemon=True)
             self._thread.start()

@@ -129,7 +129,8 @@ def pair_outcome(labelled: LabelledPair, judgement: Judgement) -> tuple[EvalReco
 
 async def _judge_all(engine: Engine, constitution: Constitution, labelled: list[LabelledPair], config: JudgeConfig,
                      run_seed: int, advance: Any) -> list[Judgement]:
-    from rlaif.stages.judge import guard_for, judge
+    from rlaif.judge.defences import guard_for
+    from rlaif.stages.judge import judge
 
     guard = guard_for(engine, constitution)
 

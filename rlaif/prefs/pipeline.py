@@ -22,12 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from rlaif.judge.calls import SharedCalls
 from rlaif.judge.canaries import CANARY_EVERY, Canary, canaries_due, canary_for, canary_rows, judge_canary
+from rlaif.judge.defences import guard_for
 from rlaif.judge.rows import comparison_rows
 from rlaif.pipeline import MAX_PENDING_ROWS
 from rlaif.prefs.work import Job
 from rlaif.recording import RecordingEngine, StoredResults
 from rlaif.stages import RunContext, overflow_from_error, skipped_row
-from rlaif.stages.judge import guard_for, judge
+from rlaif.stages.judge import judge
 from rlaif.stages.sample import candidate_rows, sample, sample_pairs
 
 if TYPE_CHECKING:
