@@ -67,7 +67,7 @@ class _Run:
 def recorded_run(store: Store, *, kind: str, params: dict, constitution: Constitution, engine: Engine,
                  seed: int) -> Iterator[_Run]:
     """A ``runs`` row around a block, with a background ``Writer``: the one place this module touches runs."""
-    from rlaif.runs import finish_run, new_run_id
+    from rlaif.runs import finish_run, new_run_id, record_failure
     from rlaif.store import Writer, utcnow
 
     run = _Run(new_run_id(), Writer(store, background=True))
@@ -82,11 +82,7 @@ def recorded_run(store: Store, *, kind: str, params: dict, constitution: Constit
         yield run
         run.writer.close()
     except BaseException as exc:
-        try:
-            run.writer.close()
-        except Exception as flush_exc:
-            exc.add_note(f"buffered rows were not written: {flush_exc}")
-        finish_run(store, run.run_id, "failed", f"{type(exc).__name__}: {exc}")
+        record_failure(store, run.writer, run.run_id, exc)
         raise
     finish_run(store, run.run_id, run.status, run.error)
 
