@@ -12,10 +12,10 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600")
 prepare_environment()  # before any model library is imported by a test module
 
 import pytest  # noqa: E402
+from vllm_fixtures import vllm_server  # noqa: E402,F401  one real vLLM server per session, shared by all modules
 
 from rlaif.constitution import load_constitution, resolve_constitution  # noqa: E402
 from rlaif.engines.fake import FakeEngine  # noqa: E402
-from vllm_fixtures import vllm_server  # noqa: E402,F401  one real vLLM server per session, shared by all modules
 
 
 @pytest.fixture
@@ -52,3 +52,13 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=None):  # None: the environment's timeout, above
         yield
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A freshly migrated store on a real DuckDB file in tmp_path (modules with a store of their own override it)."""
+    from rlaif.store import Store
+
+    s = Store(tmp_path / "rlaif.duckdb")
+    s.migrate()
+    return s
