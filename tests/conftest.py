@@ -62,3 +62,13 @@ def store(tmp_path):
     s = Store(tmp_path / "rlaif.duckdb")
     s.migrate()
     return s
+
+
+@pytest.fixture
+def server():
+    """A fake OpenAI-compatible server on loopback (tests/openai_fakes.py), closed after the test."""
+    from openai_fakes import FakeServer
+
+    fake = FakeServer()
+    yield fake
+    fake.close()
