@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from vllm_fixtures import START_TIMEOUT_S, embedded_model_dir, server_in_dtype, serve_settings, vllm_python
+from vllm_fixtures import START_TIMEOUT_S, embedded_model_dir, serve_settings, server_in_dtype, vllm_python
 
 from rlaif.config import EMBEDDED_MODEL, load_settings
 from rlaif.engines.base import ChatRequest, ChoiceRequest, Completion, SamplingParams
