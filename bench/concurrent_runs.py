@@ -137,7 +137,8 @@ def scenario(rate: float, base_rows: int, seconds: float, max_busy: float, work:
     flushes = [f for w in writers for f in w["flushes"]]
     wall = max(w["wall_s"] for w in writers)
     return {
-        "writers": len(writers), "rate_per_writer": rate, "base_rows": base_rows, "seconds": seconds, "max_busy": max_busy,
+        "writers": len(writers), "rate_per_writer": rate, "base_rows": base_rows, "seconds": seconds,
+        "max_busy": max_busy,
         "rows_added": {w["name"]: w["added"] for w in writers}, "rows_stored": counts,
         "flush_log": [[round(f["s"], 3), round(f["staleness_s"], 2), f["rows"]] for f in writers[0]["flushes"]],
         "every_row_once": all(counts.get(w["name"]) == w["added"] for w in writers),

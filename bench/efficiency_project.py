@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 class FlushMeter:
     """Counts the project's DuckDB writes and what they cost, split by thread.
 

@@ -141,7 +141,8 @@ def markdown(results: dict, command: str) -> str:
     cores = os.cpu_count() or 1
     lines += _table(["mode", "path", "wall (s)", "client-side CPU (s)", "vLLM engine CPU (s)",
                      "other processes (s)", "idle (s)"],
-                    [[mode, name, _f(wall), _f(client), _f(server), _f(other), _f(cores * wall - client - server - other)]
+                    [[mode, name, _f(wall), _f(client), _f(server), _f(other),
+                      _f(cores * wall - client - server - other)]
                      for mode, figures in results["modes"].items()
                      for name, wall, client, server, other in cpu_rows(figures)])
     lines += [line for mode, figures in results["modes"].items() for line in client_breakdown(mode, figures)]

@@ -25,8 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+from rlaif.scheduling import api, healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,21 +62,6 @@ def env_for(home: Path, api_url: str | None) -> dict[str, str]:
     if api_url:
         env["PREFECT_API_URL"] = api_url
     return env
-
-
-def api(url: str, path: str, body: dict | None = None):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json"},
-                                     method="GET" if body is None else "POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)
-
-
-def healthy(url: str) -> bool:
-    try:
-        return api(url, "/health") is True
-    except OSError:
-        return False
 
 
 def tiny_run(work: Path, home: Path, api_url: str | None, n: int) -> dict:

@@ -127,14 +127,16 @@ def markdown(results: dict[str, dict[str, float]], reference: float, args: argpa
         f"Command: `python bench/rl_throughput.py --steps {args.steps} --batch {args.batch} --group {args.group} "
         f"--max-new-tokens {args.max_new_tokens} --threads {args.threads}`", "",
         f"Each step: {args.batch} rollouts of at most {args.max_new_tokens} new tokens (PPO: {args.batch} prompts x 1, "
-        f"4 update epochs; GRPO: {args.batch // args.group} prompts x {args.group}, 1 epoch), micro-batch {args.batch}. "
+        f"4 update epochs; GRPO: {args.batch // args.group} prompts x {args.group}, 1 epoch), "
+        f"micro-batch {args.batch}. "
         f"Medians over steps 2..{args.steps}.", "",
         "| estimator | step (s) | step CPU (s) | rollout (s) | update (s) | rollout tokens | rollout tokens/s | "
         "mean length |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['step_s']:.1f} | {r['step_cpu_s']:.1f} | {r['rollout_s']:.1f} | {r['update_s']:.1f} | "
+        lines.append(f"| {name} | {r['step_s']:.1f} | {r['step_cpu_s']:.1f} | {r['rollout_s']:.1f} | "
+                     f"{r['update_s']:.1f} | "
                      f"{r['rollout_tokens']:.0f} | {r['rollout_tokens_per_s']:.1f} | {r['response_length']:.1f} |")
     lines += ["", f"Reference: the transformers engine generating {args.batch} sequences of {args.max_new_tokens} "
                   f"tokens at once (ignore_eos): {reference:.1f} tokens/s.", ""]

@@ -81,29 +81,38 @@ def project_root() -> Path:
     return data_dir("flows").parent
 
 
-def deploy_all(api_url: str, pool: str, settings_overrides: dict[str, Any],
-               extra: dict[str, dict[str, Any]] | None = None) -> list[tuple[Declared, str | None]]:
-    """Create or update every deployment whose flow file exists; returns (declared, deployment id or None).
+def to_deployments(pool: str, settings_overrides: dict[str, Any], extra: dict[str, dict[str, Any]] | None = None
+                   ) -> list[tuple[Declared, Any]]:
+    """Every declared deployment as Prefect's ``RunnerDeployment``, built here with no server; returns (declared,
+    deployment or None).
 
     ``settings_overrides`` goes to each flow's ``settings_overrides`` parameter (the database path and the
     engine options given to ``rlaif schedule``); ``extra`` adds parameters per deployment name. A deployment
-    whose flow is not in this rlaif yet is returned with id None and not created.
+    whose flow is not in this rlaif yet comes with None.
     """
     from prefect import flow
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     root = project_root()
-    done: list[tuple[Declared, str | None]] = []
+    built: list[tuple[Declared, Any]] = []
+    for declared in DEPLOYMENTS:
+        if not all((root / "flows" / file).is_file() for file in declared.needs):
+            built.append((declared, None))
+            continue
+        loaded = flow.from_source(source=str(root), entrypoint=declared.entrypoint)
+        parameters = {**declared.parameters, **(extra or {}).get(declared.name, {}),
+                      "settings_overrides": settings_overrides}
+        built.append((declared, loaded.to_deployment(name=declared.name, cron=declared.cron, parameters=parameters,
+                                                     description=declared.description, work_pool_name=pool,
+                                                     tags=["rlaif"])))
+    return built
+
+
+def deploy_all(api_url: str, pool: str, settings_overrides: dict[str, Any],
+               extra: dict[str, dict[str, Any]] | None = None) -> list[tuple[Declared, str | None]]:
+    """Create or update every deployment of ``to_deployments`` on the server at ``api_url``; returns (declared,
+    deployment id or None), None for a deployment whose flow is not in this rlaif yet (not created)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
-        for declared in DEPLOYMENTS:
-            if not all((root / "flows" / file).is_file() for file in declared.needs):
-                done.append((declared, None))
-                continue
-            loaded = flow.from_source(source=str(root), entrypoint=declared.entrypoint)
-            parameters = {**declared.parameters, **(extra or {}).get(declared.name, {}),
-                          "settings_overrides": settings_overrides}
-            deployment = loaded.to_deployment(name=declared.name, cron=declared.cron, parameters=parameters,
-                                              description=declared.description, work_pool_name=pool,
-                                              tags=["rlaif"])
-            done.append((declared, str(deployment.apply())))
-    return done
+        return [(declared, None if deployment is None else str(deployment.apply()))
+                for declared, deployment in to_deployments(pool, settings_overrides, extra)]

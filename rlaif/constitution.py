@@ -4,7 +4,7 @@ A constitution holds everything the model is told: the critique/revision princip
 2022, arXiv 2212.08073, section 3: the model critiques its own answer against a principle drawn at random, then
 rewrites it), the comparison questions of the AI judge (section 4.1 there; Lee et al. 2023, arXiv 2309.00267), the
 few-shot exemplars placed before each request, and the templates that turn all of these into turns and prompts.
-No prompt text lives in Python: this module only checks and fills what the YAML says.
+No prompt text lives in Python: this module and ``rlaif/templates.py`` only check and fill what the YAML says.
 
 Why the care with errors: a constitution is the file users edit most, so a typo must come back as one line that
 names the file, the line, the field and what was expected, never as a traceback or a pydantic dump. ruamel's
@@ -22,9 +22,10 @@ import functools
 import hashlib
 import json
 import re
-import string
+import threading
+from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
@@ -32,6 +33,7 @@ from rlaif.engines.base import one_line
 from rlaif.errors import ConfigError, ConstitutionError, TemplateError
 from rlaif.judge.spec import Framing, JudgeFormats
 from rlaif.resources import data_dir
+from rlaif.templates import TEMPLATE_FIELDS, check_placeholders, check_template, render  # noqa: F401 (re-exported)
 
 MAX_BYTES = 5 * 1024 * 1024  # far above any sensible constitution; refused before parsing
 _MAX_NODES = 100_000  # bounds alias expansion ("billion laughs") when turning the YAML tree into plain data
@@ -39,19 +41,12 @@ _MAX_DEPTH = 32
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 
-# For each template: (placeholders it must use, placeholders it may use).
-TEMPLATE_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "critique": (frozenset({"critique_request"}), frozenset({"critique_request"})),
-    "revision": (frozenset({"revision_request"}), frozenset({"revision_request", "critique"})),
-    "human_turn": (frozenset({"content"}), frozenset({"content"})),
-    "assistant_turn": (frozenset({"content"}), frozenset({"content"})),
-    "judge": (
-        frozenset({"conversation", "question", "response_a", "response_b"}),
-        frozenset({"conversation", "question", "response_a", "response_b"}),
-    ),
-    "judge_answer": (frozenset({"answer"}), frozenset({"answer"})),
-    "judge_separator": (frozenset(), frozenset()),
-}
+T = TypeVar("T")
+# Constitution.derived's values by (version, build, args), over every constitution this process has used; the
+# oldest go first past the bound. Module-level, not on the instance, so that equality stays about content.
+_DERIVED: dict[tuple, Any] = {}
+_DERIVED_MAX = 256
+_DERIVED_LOCK = threading.Lock()
 
 
 def _id() -> Any:
@@ -162,7 +157,6 @@ class Constitution(_Model):
     templates: Templates
     judge: JudgeFormats = Field(default_factory=JudgeFormats, description="the judge's other prompt formats")
     _source: Path | None = PrivateAttr(default=None)
-    _version: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _ids_unique_and_known(self) -> Constitution:
@@ -176,14 +170,36 @@ class Constitution(_Model):
     def source(self) -> Path | None:
         return self._source
 
-    @property
+    @functools.cached_property
     def version(self) -> str:
-        """First 16 hex digits of the sha256 of the canonical JSON of the content (computed once: it is frozen)."""
-        if self._version is None:
-            canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"),
-                                   ensure_ascii=False)
-            self._version = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
-        return self._version
+        """First 16 hex digits of the sha256 of the canonical JSON of the content (computed once: it is frozen).
+
+        A cached property rather than a private attribute: every request reads it, and pydantic's private
+        attributes are a slow lookup and part of equality (two loads of one file would differ).
+        """
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+    def derived(self, build: Callable[..., T], *args: Hashable) -> T:
+        """``build(self, *args)``, computed once per constitution content and shared.
+
+        The one home of a run's per-constitution constants: a run renders the same few-shot exemplars and builds
+        the same judge guard for every request (~10-20% of an SFT run's main thread when they were rebuilt per
+        pair, bench/scale.py). Keyed by ``version``, so two loads of one file share values and an edited file
+        gets its own; ``args`` (e.g. an engine's special tokens) are part of the key. Values are shared: return
+        tuples or frozen objects.
+        """
+        key = (self.version, build, *args)
+        try:
+            return _DERIVED[key]
+        except KeyError:
+            pass
+        value = build(self, *args)
+        with _DERIVED_LOCK:
+            if len(_DERIVED) >= _DERIVED_MAX:
+                del _DERIVED[next(iter(_DERIVED))]
+            _DERIVED[key] = value
+        return value
 
     def principle(self, id: str) -> Principle:
         return _by_id(self.principles, id, "principle", self.name)
@@ -217,78 +233,6 @@ def _by_id(items: list[Any], id: str, kind: str, name: str) -> Any:
     raise ConfigError(f"constitution {name!r} has no {kind} {id!r}; expected one of: {', '.join(i.id for i in items)}")
 
 
-# --- templates -----------------------------------------------------------------------------------------------
-
-
-def _fields(template: str) -> list[str]:
-    """The placeholder names in ``template``, in order; only plain ``{name}`` forms are accepted."""
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise TemplateError(f"bad braces ({exc}); write literal braces as {{{{ and }}}}") from None
-    names = []
-    for _, name, spec, conversion in parsed:
-        if name is None:
-            continue
-        shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
-        if not name.isidentifier():
-            raise TemplateError(f"placeholder {shown} must be a plain name (no index, attribute or position)")
-        if spec or conversion:
-            raise TemplateError(f"placeholder {shown} may not have a conversion or format spec")
-        names.append(name)
-    return names
-
-
-def check_template(name: str, text: str) -> None:
-    """Raise TemplateError if template ``name`` uses a placeholder it may not, or lacks one it must have."""
-    required, allowed = TEMPLATE_FIELDS[name]
-    check_placeholders(text, required, allowed)
-    if name == "judge":
-        rendered = render(text, **{f: "x" for f in allowed})
-        if not rendered.endswith("("):
-            # The judge reads the log-probs of "A" / "B" as the very next token, so nothing may follow the "(".
-            raise TemplateError(
-                f"must end with '(' (e.g. 'The answer is: (') so the next token is the answer letter; it ends with "
-                f"{rendered[-20:]!r} (in YAML, '|-' drops the final newline that '|' keeps)"
-            )
-
-
-def check_placeholders(text: str, required: frozenset[str], allowed: frozenset[str]) -> None:
-    """Raise TemplateError if ``text`` uses a placeholder outside ``allowed`` or lacks one of ``required``."""
-    used = _fields(text)
-    for field in used:
-        if field not in allowed:
-            hint = f"allowed: {', '.join(sorted(allowed))}" if allowed else "this template takes no placeholders"
-            raise TemplateError(f"unknown placeholder {{{field}}}; {hint} (write literal braces as {{{{ }}}})")
-    missing = sorted(required - set(used))
-    if missing:
-        raise TemplateError(f"missing placeholder {{{missing[0]}}}; this template needs {_names(required)}")
-
-
-def _names(fields: frozenset[str] | set[str]) -> str:
-    return ", ".join("{" + f + "}" for f in sorted(fields))
-
-
-def render(template: str, **values: str) -> str:
-    """Fill ``template``'s placeholders from ``values`` (extra values are ignored).
-
-    The output is built piecewise, never formatted twice, so braces inside the values come through untouched.
-    """
-    pieces, names = _parsed(template)
-    missing = {f for f in names if f not in values}
-    if missing:
-        raise TemplateError(f"template needs {_names(missing)}; got {', '.join(sorted(values)) or 'nothing'}")
-    return "".join(literal + (str(values[name]) if name is not None else "") for literal, name in pieces)
-
-
-@functools.lru_cache(maxsize=512)
-def _parsed(template: str) -> tuple[tuple[tuple[str, str | None], ...], tuple[str, ...]]:
-    """A template's (literal, placeholder) pieces and its placeholder names, parsed once: a run renders the same
-    few templates for every request."""
-    names = tuple(_fields(template))
-    return tuple((literal, name) for literal, name, _, _ in string.Formatter().parse(template)), names
-
-
 # --- loading ---------------------------------------------------------------------------------------------------
 
 
@@ -317,7 +261,8 @@ def _read_text(p: Path, shown: str) -> str:
             raise ConstitutionError(shown, None, "", "not a regular file")
         size = p.stat().st_size
         if size > MAX_BYTES:
-            raise ConstitutionError(shown, None, "", f"file is {size:,} bytes; a constitution may be at most {MAX_BYTES:,}")
+            limit = f"a constitution may be at most {MAX_BYTES:,}"
+            raise ConstitutionError(shown, None, "", f"file is {size:,} bytes; {limit}")
         raw = p.read_bytes()
     except OSError as exc:
         raise ConstitutionError(shown, None, "", f"cannot read: {exc.strerror or exc}") from None
@@ -345,7 +290,8 @@ def _parse_yaml(text: str, shown: str) -> Any:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
         where = f" started at line {exc.context_mark.line + 1}" if exc.context_mark else ""
         context = f" ({exc.context}{where})" if exc.context else ""
-        raise ConstitutionError(shown, line, "", one_line(f"invalid YAML: {exc.problem}{context}", limit=None)) from None
+        message = one_line(f"invalid YAML: {exc.problem}{context}", limit=None)
+        raise ConstitutionError(shown, line, "", message) from None
     except (YAMLError, RecursionError) as exc:
         raise ConstitutionError(shown, None, "", one_line(f"invalid YAML: {exc}", limit=None)) from None
 

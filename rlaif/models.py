@@ -84,7 +84,7 @@ def prepare_embedded_model(cache_dir: Path, *, force: bool = False) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
             _convert_gguf(gguf, tmp)
-            _swap_into_place(tmp, target)
+            swap_into_place(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return target
@@ -135,7 +135,7 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     (out / "rlaif_source.json").write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
 
 
-def _swap_into_place(tmp: Path, target: Path) -> None:
+def swap_into_place(tmp: Path, target: Path) -> None:
     """Rename the finished folder onto ``target``; an old copy (``force``) is moved aside first, then deleted."""
     old = None
     if target.exists():

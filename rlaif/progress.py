@@ -15,8 +15,14 @@ def prompt_progress(total: int, *, enabled: bool = True, label: str = "generatin
     if not enabled:
         yield lambda summary: None
         return
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     started = time.perf_counter()
     columns = (TextColumn("[bold]{task.description}"), BarColumn(bar_width=16), MofNCompleteColumn(),

@@ -15,10 +15,11 @@ not the size of the run.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import orjson
-from typing import TYPE_CHECKING, Iterable
 
 from rlaif.engines.base import (
     ChatRequest,
@@ -26,10 +27,10 @@ from rlaif.engines.base import (
     ChoiceResult,
     Completion,
     Engine,
+    EngineWrapper,
     ScoreRequest,
     ScoreResult,
     content_hash,
-    special_tokens_of,
 )
 from rlaif.store import utcnow
 
@@ -77,15 +78,12 @@ class StoredResults:
         self._by_prompt.pop(prompt_id, None)
 
 
-class RecordingEngine:
+class RecordingEngine(EngineWrapper):
     """Wraps an engine; records every attempt and result of this run, replays stored results."""
 
     def __init__(self, engine: Engine, writer: "Writer", *, run_id: str, constitution_version: str | None,
                  stored: StoredResults | None = None):
-        self.inner = engine
-        self.name = engine.name
-        self.model = engine.model
-        self.special_tokens = special_tokens_of(engine)
+        super().__init__(engine)
         self.writer = writer
         self.run_id = run_id
         self.constitution_version = constitution_version
@@ -157,9 +155,6 @@ class RecordingEngine:
                          prompt_tokens=result.prompt_tokens, completion_tokens=result.tokens,
                          latency_s=result.latency_s)
         return result
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
     def _record_attempts(self, key: str, stage: str, attempts: list) -> None:
         self.engine_calls += len(attempts)

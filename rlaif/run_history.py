@@ -135,8 +135,10 @@ def run_detail(db: str | Path, run_id: str) -> dict:
                             "AND status = 'failed' GROUP BY stage, error ORDER BY tries DESC, stage LIMIT 20", rid)
         (gave_up,) = con.execute("SELECT count(DISTINCT a.key) FROM attempts a WHERE a.run_id = ? AND NOT EXISTS "
                                  "(SELECT 1 FROM generations g WHERE g.key = a.key)", rid).fetchone()
-        flags = _rows(con, "SELECT target, flag, count(*) AS rows FROM row_flags WHERE run_id = ? "
-                           "GROUP BY target, flag ORDER BY target, flag", rid) if "row_flags" in _run_tables(con) else []
+        flags = []
+        if "row_flags" in _run_tables(con):
+            flags = _rows(con, "SELECT target, flag, count(*) AS rows FROM row_flags WHERE run_id = ? "
+                               "GROUP BY target, flag ORDER BY target, flag", rid)
     options = {k: v for k, v in run.items() if k not in _LISTED and k not in ("params", "error")}
     params = run.get("params")
     return {
@@ -188,7 +190,8 @@ def format_detail(detail: dict) -> str:
     lines += ["", "recorded with the run:"]
     lines += [f"  {k} = {_cell(v)}" for k, v in options.items() if k != "params"]
     lines += ["", "summary:",
-              f"  started {_cell(run['started_at'])}, finished {_cell(run['finished_at'])}, {_cell(run['duration_s'])} s",
+              f"  started {_cell(run['started_at'])}, finished {_cell(run['finished_at'])}, "
+              f"{_cell(run['duration_s'])} s",
               f"  {run['tokens']} tokens out, {run['prompt_tokens']} in, {_cell(run['tokens_per_s'])} tokens/s",
               "  rows: " + (", ".join(f"{t} {n}" for t, n in sorted(run["rows"].items())) or "none")]
     lines += [f"  {s['stage']:10} {s['calls']:6} calls {s['tokens']:8} tokens  mean {s['mean_latency_s']} s"

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rlaif.pipeline import RunSummary, run_chains
 from rlaif.progress import prompt_progress
@@ -23,10 +24,9 @@ if TYPE_CHECKING:
     from rlaif.constitution import Constitution
     from rlaif.engines import Engines
     from rlaif.options import RunOptions
-    from rlaif.store import Store
+    from rlaif.store import Store, Writer
 
-
-
+S = TypeVar("S")  # a pipeline's summary
 WRITER_MEMORY_MB = 64  # DuckDB memory during a flush; doubles on demand when a database's indexes need more
 
 
@@ -92,10 +92,9 @@ def run_sft(
     """
     from rlaif.engines import open_engines
     from rlaif.quality import RowFlagger
-    from rlaif.sources import read_prompts
     from rlaif.runs import start_run
+    from rlaif.sources import read_prompts
     from rlaif.stages import RunContext
-    from rlaif.store import Writer
 
     engines = engines or open_engines(settings)
     store = open_store(settings)
@@ -108,42 +107,58 @@ def run_sft(
                      params=options.sampling(), config_hash=start.config_hash, rounds=options.rounds,
                      context=options.context)
     flagger = RowFlagger(start.run_id, settings.flags, plan.refusal_patterns)
-    # Flushes run on their own thread, so they never stall the event loop; DuckDB's cache is capped during them
-    # so the run's memory does not grow with the database file (Writer._write_bounded).
-    writer = Writer(store, background=True, memory_limit_mb=WRITER_MEMORY_MB)
-    roles = (settings.policy, settings.feedback)
-    window = max(max(2 * r.concurrency, 2 * r.batch_size) for r in roles)
+    writer = open_writer(store)
     source = read_prompts(options.prompts, db=settings.db, limit=options.limit, **_source_args(options))
     if options.shard:
         source = shard_filter(source, parse_shard(options.shard))
 
-    async def go(advance: Callable[[RunSummary], None]) -> RunSummary:
-        try:
-            return await run_chains(source, engines, ctx, store, writer, flagger=flagger, judge=options.judge,
-                                    limit=options.limit, window=window, on_prompt_done=advance)
-        finally:
-            await engines.aclose()
+    def pipeline(advance: Callable[[RunSummary], None]) -> Awaitable[RunSummary]:
+        return run_chains(source, engines, ctx, store, writer, flagger=flagger, judge=options.judge,
+                          limit=options.limit, window=window_size(settings), on_prompt_done=advance)
 
-    try:
-        with prompt_progress(plan.total, enabled=show_progress) as advance:
-            summary = asyncio.run(go(advance))
-        writer.close()
-    except BaseException as exc:
-        _record_failure(store, writer, start.run_id, exc)
-        raise
+    summary = run_to_end(store, writer, start.run_id, engines, pipeline, total=plan.total,
+                         show_progress=show_progress)
     summary.resumed = start.resumed
     return _finish(store, settings, summary)
 
 
-def _record_failure(store: "Store", writer, run_id: str, exc: BaseException) -> None:
-    """Record the failure even if the buffered rows cannot be written (the same fault may be why we are here)."""
-    from rlaif.runs import finish_run
+def open_writer(store: "Store") -> "Writer":
+    """The run's writer. Flushes run on their own thread, so they never stall the event loop; DuckDB's cache is
+    capped during them so the run's memory does not grow with the database file (``Writer._write_bounded``)."""
+    from rlaif.store import Writer
+
+    return Writer(store, background=True, memory_limit_mb=WRITER_MEMORY_MB)
+
+
+def window_size(settings: "Settings") -> int:
+    """Chains in flight: twice what either role takes at once (concurrent requests or a batch), so neither idles."""
+    return max(max(2 * r.concurrency, 2 * r.batch_size) for r in (settings.policy, settings.feedback))
+
+
+def run_to_end(store: "Store", writer: "Writer", run_id: str, engines: "Engines",
+               pipeline: Callable[[Callable[[Any], None]], Awaitable[S]], *, total: int, show_progress: bool,
+               label: str = "generating") -> S:
+    """Run ``pipeline(advance)`` under a progress bar, close the engines, flush the writer; returns the summary.
+
+    If the run stops (an error, Ctrl-C), its row is marked ``failed`` (``rlaif.runs.record_failure``) and the
+    exception goes on.
+    """
+    from rlaif.runs import record_failure
+
+    async def go(advance: Callable[[Any], None]) -> S:
+        try:
+            return await pipeline(advance)
+        finally:
+            await engines.aclose()
 
     try:
+        with prompt_progress(total, enabled=show_progress, label=label) as advance:
+            summary = asyncio.run(go(advance))
         writer.close()
-    except Exception as flush_exc:
-        exc.add_note(f"buffered rows were not written: {flush_exc}")
-    finish_run(store, run_id, "failed", f"{type(exc).__name__}: {exc}")
+    except BaseException as exc:
+        record_failure(store, writer, run_id, exc)
+        raise
+    return summary
 
 
 def _finish(store: "Store", settings: "Settings", summary: RunSummary) -> RunSummary:

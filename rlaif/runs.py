@@ -125,3 +125,13 @@ def _short(value: Any) -> str:
 
 def finish_run(store: "Store", run_id: str, status: str, error: str | None = None) -> None:
     store.upsert_run({"run_id": run_id, "status": status, "finished_at": utcnow(), "error": error})
+
+
+def record_failure(store: "Store", writer: Any, run_id: str, exc: BaseException) -> None:
+    """Mark the run ``failed`` with ``exc``'s line, after flushing the writer's buffered rows if it can: the same
+    fault may be why we are here, so a flush that fails too only adds a note to ``exc``."""
+    try:
+        writer.close()
+    except Exception as flush_exc:
+        exc.add_note(f"buffered rows were not written: {flush_exc}")
+    finish_run(store, run_id, "failed", f"{type(exc).__name__}: {exc}")

@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,11 +47,24 @@ class Scheduled:
     children: list[subprocess.Popen] = field(default_factory=list)
 
 
-def _health(api_url: str, timeout: float = 2.0) -> bool:
+def api(api_url: str, path: str, body: dict | None = None, timeout: float = 10.0) -> Any:
+    """One call of a Prefect server's REST API: GET ``{api_url}{path}``, or POST ``body`` as JSON; the decoded reply.
+
+    Raises ``OSError`` (``URLError``, ``HTTPError`` for a 4xx/5xx) or ``ValueError`` (a reply that is
+    not JSON).
+    """
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(api_url.rstrip("/") + path, data=data, method="GET" if body is None else "POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.load(response)
+
+
+def healthy(api_url: str, timeout: float = 2.0) -> bool:
+    """Whether a Prefect server answers ``true`` at ``{api_url}/health`` within ``timeout``."""
     try:
-        with urllib.request.urlopen(api_url.rstrip("/") + "/health", timeout=timeout) as response:
-            return response.status == 200 and json.load(response) is True
-    except (urllib.error.URLError, OSError, ValueError):
+        return api(api_url, "/health", timeout=timeout) is True
+    except (OSError, ValueError):
         return False
 
 
@@ -60,7 +72,7 @@ def wait_healthy(api_url: str, wait_s: float, child: subprocess.Popen | None = N
     """Poll ``{api_url}/health`` until it answers ``true``, at most ``wait_s``; a child that exits ends the wait."""
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        if _health(api_url):
+        if healthy(api_url):
             return
         if child is not None and child.poll() is not None:
             raise ScheduleError(f"the Prefect server exited with code {child.returncode} before it answered at "
@@ -76,7 +88,7 @@ def ui_url(api_url: str) -> str:
 def start_server(port: int, log_dir: Path, wait_s: float) -> tuple[str, subprocess.Popen]:
     """``prefect server start`` on 127.0.0.1:``port`` as a child process; returns its API URL once healthy."""
     api_url = f"http://127.0.0.1:{port}/api"
-    if _health(api_url):
+    if healthy(api_url):
         raise ScheduleError(f"a Prefect server already answers at {api_url}; "
                             f"use it with PREFECT_API_URL={api_url}, or pick another --port")
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -132,12 +144,9 @@ def start_worker(api_url: str, pool: str, wait_s: float, env: dict[str, str] | N
 
 
 def _workers(api_url: str, pool: str) -> list[dict]:
-    request = urllib.request.Request(f"{api_url.rstrip('/')}/work_pools/{pool}/workers/filter", data=b"{}",
-                                     headers={"Content-Type": "application/json"}, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return json.load(response)
-    except (urllib.error.URLError, OSError, ValueError):
+        return api(api_url, f"/work_pools/{pool}/workers/filter", {}, timeout=5)
+    except (OSError, ValueError):
         return []
 
 

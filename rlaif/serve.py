@@ -22,8 +22,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import signal
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -158,7 +158,8 @@ def _step_runner(log_path: Path) -> Callable[[list[str]], None]:
             try:
                 done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, timeout=SETUP_STEP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
-                raise EngineError(f"`{' '.join(command)}` took over {SETUP_STEP_TIMEOUT_S} s (log: {log_path})")
+                raise EngineError(f"`{' '.join(command)}` took over {SETUP_STEP_TIMEOUT_S} s "
+                                  f"(log: {log_path})") from None
         if done.returncode != 0:
             raise EngineError(
                 f"`{' '.join(command)}` failed with exit code {done.returncode}; last lines of {log_path}:\n"

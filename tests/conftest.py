@@ -12,10 +12,10 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600")
 prepare_environment()  # before any model library is imported by a test module
 
 import pytest  # noqa: E402
+from vllm_fixtures import vllm_server  # noqa: E402,F401  one real vLLM server per session, shared by all modules
 
 from rlaif.constitution import load_constitution, resolve_constitution  # noqa: E402
 from rlaif.engines.fake import FakeEngine  # noqa: E402
-from vllm_fixtures import vllm_server  # noqa: E402,F401  one real vLLM server per session, shared by all modules
 
 
 @pytest.fixture
@@ -52,3 +52,44 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=None):  # None: the environment's timeout, above
         yield
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A freshly migrated store on a real DuckDB file in tmp_path (modules with a store of their own override it)."""
+    from rlaif.store import Store
+
+    s = Store(tmp_path / "rlaif.duckdb")
+    s.migrate()
+    return s
+
+
+@pytest.fixture
+def server():
+    """A fake OpenAI-compatible server on loopback (tests/openai_fakes.py), closed after the test."""
+    from openai_fakes import FakeServer
+
+    fake = FakeServer()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test: on a shared 2-core machine a second thread spins against the other processes'
+    load (a tiny-model step measured 40x slower with 2 threads than with 1 at a load of 12; a SmolLM2 DPO test
+    52 s against 200 s). Modules that train use it with ``pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """The tiny random-init Llama (tests/tiny_model.py) in a folder, made once per module that asks for it."""
+    from tiny_model import make_tiny_model_dir
+
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-llama"))

@@ -11,7 +11,8 @@ from pathlib import Path
 from rlaif.prompts import make_prompt
 from rlaif.store import Store
 
-WORDS = "cat dog bird fish tree river mountain city house road car train book letter word sentence story poem song".split()
+WORDS = ("cat dog bird fish tree river mountain city house road car train book letter word sentence story poem "
+         "song").split()
 
 RULES = '''
 def ends_with_word(prompts, completions, **info):

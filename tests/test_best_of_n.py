@@ -51,7 +51,8 @@ def test_best_of_n_keeps_the_highest_reward_answer(setup):
     rows = store.fetch("SELECT * FROM best_of_n ORDER BY prompt_id")
     assert len(rows) == 6
     for row in rows:
-        candidates = store.fetch("SELECT g.key, g.output, r.value FROM generations g JOIN rollout_rewards r USING (key) "
+        candidates = store.fetch("SELECT g.key, g.output, r.value FROM generations g "
+                                 "JOIN rollout_rewards r USING (key) "
                                  "WHERE g.key IN (SELECT unnest(?)) AND g.stage = 'best-of-n'", [row["candidate_keys"]])
         assert len(candidates) == 5 and row["n"] == 5 and row["scored"] == 5
         best = max(c["value"] for c in candidates)

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import typer
+from helpers import refused_before_any_write
 
 from rlaif.cli import app, main
 
@@ -133,10 +134,7 @@ def test_generate_sft_option_errors_are_one_line(tmp_path, capsys, args, message
     db = tmp_path / "never.duckdb"
     command = ["--db", str(db), "--engine", "fake", "generate", "sft", "--prompts", _prompt_file(tmp_path),
                "--no-prefect", *args]
-    assert main(command) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(message)
-    assert not db.exists()  # validated before the first write
+    refused_before_any_write(command, db, message, capsys)
 
 
 def test_a_missing_prompt_file_is_one_line_before_any_write(tmp_path, capsys):

@@ -75,7 +75,8 @@ def test_fewshot_fits_a_small_context(name):
     critique = 0
     for e in c.fewshot.critique_revision:
         p = c.principle(e.principle)
-        critique += sum(map(len, (e.prompt, e.response, p.critique_request, e.critique, p.revision_request, e.revision)))
+        critique += sum(map(len, (e.prompt, e.response, p.critique_request, e.critique, p.revision_request,
+                                   e.revision)))
     judge = 0
     for e in c.fewshot.judge:
         judge += len(c.templates.judge) + sum(map(len, (e.prompt, e.response_a, e.response_b)))

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
 from datasets import Dataset  # noqa: E402
 
 from rlaif.errors import ConfigError, StoreError  # noqa: E402

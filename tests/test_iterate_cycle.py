@@ -16,13 +16,7 @@ from rl_helpers import RULE, WORDS, shared_tiny_model, write_rules  # noqa: E402
 from rlaif.iterate import IterateOptions, run_iterate  # noqa: E402
 from rlaif.store import Store  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # see test_rl_train.one_thread
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def prefer_revisions(request):

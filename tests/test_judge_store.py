@@ -31,7 +31,8 @@ def store(tmp_path) -> Store:
 
 
 def pair(x: str, y: str) -> Pair:
-    return Pair.make(PROMPT.prompt_id, PROMPT.messages, Candidate(x, "sample:0", "pol"), Candidate(y, "sample:1", "pol"))
+    return Pair.make(PROMPT.prompt_id, PROMPT.messages, Candidate(x, "sample:0", "pol"),
+                     Candidate(y, "sample:1", "pol"))
 
 
 def prefers_good(p: float):

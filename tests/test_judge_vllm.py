@@ -12,8 +12,8 @@ import pytest
 
 from rlaif.config import EMBEDDED_MODEL
 from rlaif.engines.base import ChoiceRequest, ScoreRequest, run_all
-from rlaif.engines.openai_engine import OpenAIEngine
 from rlaif.engines.openai_endpoint import prefix_cache_stats
+from rlaif.engines.openai_engine import OpenAIEngine
 
 pytestmark = pytest.mark.vllm
 
@@ -33,8 +33,9 @@ def run(engine, *coros):
 
 @pytest.fixture(scope="module")
 def smol():
-    from rlaif.engines.transformers_engine import TransformersEngine
     from vllm_fixtures import embedded_model_dir
+
+    from rlaif.engines.transformers_engine import TransformersEngine
 
     engine = TransformersEngine(Path(embedded_model_dir()), model_name=EMBEDDED_MODEL, device="cpu")
     yield engine

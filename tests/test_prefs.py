@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import refused_before_any_write
 
 from rlaif.engines import Engines
 from rlaif.engines.base import SamplingParams
@@ -269,14 +270,11 @@ def test_judge_pairs_labels_a_pair_file_and_stats_counts_its_flags(settings, tmp
 
 
 def test_a_bad_pair_row_stops_judge_pairs_before_any_write(tmp_path, capsys):
-    from rlaif.cli import main
-
     db = tmp_path / "never.duckdb"
     bad = _pair_file(tmp_path, [*PAIRS[:1], {"prompt": "Hi", "response_a": "Hello", "response_b": ""}])
-    assert main(["--db", str(db), "--engine", "fake", "judge", "pairs", "--pairs", bad, "--no-prefect"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"error: {bad}:2: column 'response_b': expected text, got an empty string"]
-    assert not db.exists()
+    message = f"error: {bad}:2: column 'response_b': expected text, got an empty string"
+    assert refused_before_any_write(["--db", str(db), "--engine", "fake", "judge", "pairs", "--pairs", bad,
+                                     "--no-prefect"], db, message, capsys) == message
 
 
 def test_generate_prefs_cli_resumes_and_says_when_it_does_not(settings, tmp_path, capsys, monkeypatch):
@@ -304,14 +302,9 @@ def test_generate_prefs_cli_resumes_and_says_when_it_does_not(settings, tmp_path
     (["--principles", "9"], "error: principles must be between 1 and 6"),
 ])
 def test_generate_prefs_option_errors_are_one_line_before_any_write(tmp_path, capsys, args, message):
-    from rlaif.cli import main
-
     db = tmp_path / "never.duckdb"
-    assert main(["--db", str(db), "--engine", "fake", "generate", "prefs", "--prompts", _source(tmp_path),
-                 "--no-prefect", *args]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(message)
-    assert not db.exists()
+    refused_before_any_write(["--db", str(db), "--engine", "fake", "generate", "prefs", "--prompts",
+                              _source(tmp_path), "--no-prefect", *args], db, message, capsys)
 
 
 @pytest.mark.prefect

@@ -1,6 +1,6 @@
 """Replica choice of the OpenAI engine: least-in-flight until measured, then weighted by measured throughput.
 
-The end-to-end test uses the fake OpenAI server of test_openai_engine.py with a fixed number of slots, so each
+The end-to-end test uses the fake OpenAI server of tests/openai_fakes.py with a fixed number of slots, so each
 replica has a throughput (slots / delay) and requests beyond its slots queue, as on a real server.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from openai_fakes import FakeServer, chat_request, engine_for, run
 
 from rlaif.engines.replicas import SLOWEST_RATIO, Replica, pick
-from test_openai_engine import FakeServer, chat_request, engine_for, run
 
 
 def fill(replicas: list[Replica], requests: int) -> list[int]:

@@ -15,13 +15,7 @@ from rl_helpers import prompt_store, shared_tiny_model, write_rules  # noqa: E40
 
 from rlaif.cli import main  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # see test_rl_train.one_thread
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_train_grpo_from_the_command_line(settings, tmp_path, tmp_path_factory, monkeypatch, capsys):

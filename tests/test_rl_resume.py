@@ -83,15 +83,7 @@ def weights(folder: str) -> dict:
     return load_causal_lm(Path(folder)).state_dict()
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # see test_rl_train.one_thread
-    yield
-    torch.set_num_threads(before)
-
-
-def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, tmp_path_factory, monkeypatch, one_thread):
+def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, tmp_path_factory, monkeypatch, one_torch_thread):
     monkeypatch.chdir(tmp_path)
     tiny = shared_tiny_model(tmp_path_factory)
     (tmp_path / "slow_rules.py").write_text(SLOW_RULES, encoding="utf-8")

@@ -14,17 +14,9 @@ from rlaif.train.rl import run_rl  # noqa: E402
 from rlaif.train.rl_options import RlOptions  # noqa: E402
 from rlaif.train.tracking import read_metrics  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 STEPS = 30
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on this shared 2-core machine two threads spin against the other agents' load (a step
-    measured 40x slower with 2 threads than with 1 at a load of 12)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

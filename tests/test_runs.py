@@ -17,8 +17,8 @@ from rlaif.engines.fake import FakeEngine
 from rlaif.errors import ConfigError
 from rlaif.options import RunOptions
 from rlaif.prompts import demo_prompts_path
-from rlaif.runner import generate_sft
 from rlaif.run_history import list_runs, run_detail
+from rlaif.runner import generate_sft
 from rlaif.store import Store
 
 

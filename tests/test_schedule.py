@@ -8,30 +8,23 @@ on two busy ones.
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import free_port
 
+from rlaif.scheduling import api, healthy
 from rlaif.store import Store
 
 pytestmark = pytest.mark.prefect
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def env_for(home: Path, **extra: str) -> dict[str, str]:
@@ -40,21 +33,6 @@ def env_for(home: Path, **extra: str) -> dict[str, str]:
                PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1", PREFECT_WORKER_QUERY_SECONDS="1",
                RLAIF_CACHE_DIR=str(home / "cache"), **extra)
     return env
-
-
-def api(url: str, path: str, body: dict | None = None) -> object:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json"},
-                                     method="GET" if body is None else "POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)
-
-
-def healthy(url: str) -> bool:
-    try:
-        return api(url, "/health") is True
-    except OSError:
-        return False
 
 
 class Lines:

@@ -15,29 +15,16 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from tiny_model import make_tiny_model_dir
 from train_helpers import crafted_store, metric
 
 from rlaif.config import load_settings
 from rlaif.store import Store
 from rlaif.train.runner import run_train
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 OPTIONS = ["--batch-size", "4", "--micro-batch-size", "2", "--lr", "1e-4", "--lr-schedule", "constant"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-llama"))
 
 
 def child_env() -> dict[str, str]:

@@ -4,25 +4,16 @@ the fake judge: ``rlaif train dpo``, ``rlaif eval winrate``, ``rlaif train rm`` 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from tiny_model import make_tiny_model_dir
 from train_helpers import crafted_store, eval_prompts_file
 
 from rlaif.cli import main
 from rlaif.store import Store
 from rlaif.train.winrate import bootstrap_lc, fit_length_glm, summarise, win_rate_interval
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # see test_train_trainers.py: one thread is far faster on the shared machine
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- the arithmetic -------------------------------------------------------------------------------------------
@@ -65,11 +56,6 @@ def test_summary_counts_and_a_seeded_bootstrap():
 
 
 # --- end to end -----------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-llama"))
 
 
 def test_train_dpo_then_eval_winrate_end_to_end(tiny_dir, tmp_path, capsys):

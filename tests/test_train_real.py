@@ -24,18 +24,7 @@ from rlaif.runner import generate_sft
 from rlaif.store import Store
 from rlaif.train.runner import run_train
 
-pytestmark = pytest.mark.real_model
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on the shared 2-core machine a second one spins against other load (52 s vs 200 s here)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.real_model, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def reply(request: ChatRequest) -> str:

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_model import make_tiny_model_dir
 from train_helpers import crafted_store, metric
 
 from rlaif.train.dpo import train_dpo
@@ -23,25 +22,14 @@ from rlaif.train.options import DpoOptions, LoraOptions, RewardOptions, SftOptio
 from rlaif.train.reward_model import RewardScorer, train_reward_model
 from rlaif.train.sft import train_sft
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 GOLDEN = Path(__file__).parent / "data" / "golden_dpo_tiny.json"
 # Tolerance of the golden trajectory: fp32 sums run in a different order on other CPUs and BLAS builds
 # (AVX2 vs AVX-512 kernels, thread counts), each op off by ~1e-7 relative; over 6 steps of AdamW at lr 1e-3 that
 # compounds to ~1e-5 in the loss. 1e-3 absolute is ~100x that, still far below what a changed loss, mask,
 # batch order or optimiser setting moves (those change the trajectory by 1e-2 or more from step 2 on).
 GOLDEN_ATOL = 1e-3
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="module")

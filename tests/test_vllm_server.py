@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from vllm_fixtures import START_TIMEOUT_S, embedded_model_dir, server_in_dtype, serve_settings, vllm_python
+from openai_fakes import run as run_engine
+from vllm_fixtures import START_TIMEOUT_S, embedded_model_dir, serve_settings, server_in_dtype, vllm_python
 
 from rlaif.config import EMBEDDED_MODEL, load_settings
 from rlaif.engines.base import ChatRequest, ChoiceRequest, Completion, SamplingParams
@@ -55,16 +56,6 @@ def float32_server(request):
 def bfloat16_server(request):
     with server_in_dtype(request, "bfloat16") as server:
         yield server
-
-
-def run_engine(engine: OpenAIEngine, *coros: Any) -> list[Any]:
-    async def go() -> list[Any]:
-        try:
-            return list(await asyncio.gather(*coros))
-        finally:
-            await engine.aclose()
-
-    return asyncio.run(go())
 
 
 # --- without vLLM: command line and process handling ----------------------------------------------------------

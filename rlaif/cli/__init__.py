@@ -6,16 +6,20 @@ this package imports every one of them (cheaply: they import nothing heavy at mo
 
 from __future__ import annotations
 
-from rlaif.cli import core  # noqa: F401  (registers its commands)
-from rlaif.cli import generate  # noqa: F401
-from rlaif.cli import generate_prefs  # noqa: F401
-from rlaif.cli import judge  # noqa: F401
-from rlaif.cli import judge_pairs  # noqa: F401
-from rlaif.cli import prompts  # noqa: F401
-from rlaif.cli import report  # noqa: F401
-from rlaif.cli import rl  # noqa: F401
-from rlaif.cli import train  # noqa: F401
-from rlaif.cli import runs, schedule, shards  # noqa: F401
+from rlaif.cli import (  # noqa: F401
+    core,  # noqa: F401  (registers its commands)
+    generate,  # noqa: F401
+    generate_prefs,  # noqa: F401
+    judge,  # noqa: F401
+    judge_pairs,  # noqa: F401
+    prompts,  # noqa: F401
+    report,  # noqa: F401
+    rl,  # noqa: F401
+    runs,
+    schedule,
+    shards,
+    train,  # noqa: F401
+)
 from rlaif.cli._app import app, main
 
 __all__ = ["app", "main"]

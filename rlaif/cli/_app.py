@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -23,6 +23,10 @@ constitution_app = typer.Typer(help="Validate, show and describe constitution YA
 models_app = typer.Typer(help="Prepare the models the engines load.", no_args_is_help=True)
 app.add_typer(constitution_app, name="constitution")
 app.add_typer(models_app, name="models")
+
+# Options several commands take, declared once: ``prefect: Prefect = True, progress: Progress = True``.
+Prefect = Annotated[bool, typer.Option(help="Run as a Prefect flow (--no-prefect runs the same code directly).")]
+Progress = Annotated[bool, typer.Option(help="Show a progress bar.")]
 
 _overrides: dict = {}
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from rlaif.cli._app import app, constitution_app, echo, models_app, overrides, settings
+from rlaif.cli._app import Prefect, Progress, app, constitution_app, echo, models_app, overrides, settings
 from rlaif.demo import DEMO_LIMIT
 from rlaif.errors import UserError
 from rlaif.options import option_help
@@ -20,8 +20,8 @@ def demo(
     rounds: Optional[int] = typer.Option(None, help=option_help("rounds")),
     constitution: Optional[str] = typer.Option(None, help=option_help("constitution")),
     max_tokens: Optional[int] = typer.Option(None, help=option_help("max_tokens")),
-    prefect: bool = typer.Option(True, help="Run as a Prefect flow (--no-prefect runs the same code directly)."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    prefect: Prefect = True,
+    progress: Progress = True,
 ) -> None:
     """A preset of `generate sft` on the built-in prompts (helpful ones unrevised), judge on; print counts and SQL."""
     from rlaif.cli.generate import execute, fail_if_partial, summary_text

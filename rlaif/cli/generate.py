@@ -6,11 +6,13 @@ validation come from ``rlaif.options.RunOptions``: the options here only carry w
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from rlaif.cli._app import app, echo, settings
+from rlaif.cli._app import Prefect, Progress, app, echo, settings
 from rlaif.options import option_help
 
 if TYPE_CHECKING:
@@ -38,8 +40,8 @@ def generate_sft(
     temperature: Optional[float] = typer.Option(None, help=option_help("temperature")),
     top_p: Optional[float] = typer.Option(None, help=option_help("top_p")),
     judge: bool = typer.Option(False, "--judge", help=option_help("judge")),
-    prefect: bool = typer.Option(True, help="Run as a Prefect flow (--no-prefect runs the same code directly)."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    prefect: Prefect = True,
+    progress: Progress = True,
 ) -> None:
     """Critique and revise the policy's answers to your prompts (Constitutional AI, supervised phase).
 
@@ -57,17 +59,31 @@ def generate_sft(
 
 
 def execute(options: "RunOptions", *, kind: str, prefect: bool, progress: bool) -> dict:
-    """Validate the run here (one clear line on a mistake, before any write), then run it; returns the summary."""
+    """Validate the SFT run, then run it (``run_generation``); returns the summary."""
     from rlaif.runner import prepare, run_sft
 
+    return run_generation(options, prepare, run_sft, "flows.sl_cai:sl_cai_flow", kind=kind, prefect=prefect,
+                          progress=progress)
+
+
+def run_generation(options: Any, prepare: Callable, run: Callable, flow: str, *, kind: str, prefect: bool,
+                   progress: bool) -> dict:
+    """Validate the run here (one clear line on a mistake, before any write), then run it in the Prefect flow
+    ``flow`` ("module:function", imported only then) or directly; returns the summary."""
     effective = settings()
     plan = prepare(effective, options)
     if prefect:
-        import flows.sl_cai
+        module, _, name = flow.partition(":")
+        run_flow = getattr(importlib.import_module(module), name)
+        return run_flow(options=options, settings_overrides=effective.model_dump(mode="json"), kind=kind,
+                        show_progress=progress)
+    return run(effective, plan, kind=kind, show_progress=progress, log=echo).as_dict()
 
-        return flows.sl_cai.sl_cai_flow(options=options, settings_overrides=effective.model_dump(mode="json"),
-                                        kind=kind, show_progress=progress)
-    return run_sft(effective, plan, kind=kind, show_progress=progress, log=echo).as_dict()
+
+def failures_sql(run_id: str) -> str:
+    """The command that lists a run's failed engine calls by stage and error (closing summaries print it)."""
+    return (f"  rlaif sql \"SELECT stage, error, count(*) AS n FROM attempts WHERE run_id = '{run_id}' "
+            "AND status = 'failed' GROUP BY ALL\"")
 
 
 def summary_text(s: dict) -> str:
@@ -86,8 +102,7 @@ def summary_text(s: dict) -> str:
         lines += [
             f"failures: {s['failed_prompts']} prompts failed (first: {s['errors'][0]}); run the same command "
             "again to retry just those, or see them with:",
-            f"  rlaif sql \"SELECT stage, error, count(*) AS n FROM attempts WHERE run_id = '{s['run_id']}' "
-            "AND status = 'failed' GROUP BY ALL\"",
+            failures_sql(s["run_id"]),
         ]
     return "\n".join(lines)
 

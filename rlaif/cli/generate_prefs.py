@@ -9,8 +9,8 @@ from typing import Optional
 
 import typer
 
-from rlaif.cli._app import echo, settings
-from rlaif.cli.generate import generate_app
+from rlaif.cli._app import Prefect, Progress, echo
+from rlaif.cli.generate import failures_sql, generate_app, run_generation
 from rlaif.options import PrefsOptions, option_help
 
 
@@ -34,8 +34,8 @@ def generate_prefs(
     max_tokens: Optional[int] = typer.Option(None, help=_help("max_tokens")),
     temperature: Optional[float] = typer.Option(None, help=_help("temperature")),
     top_p: Optional[float] = typer.Option(None, help=_help("top_p")),
-    prefect: bool = typer.Option(True, help="Run as a Prefect flow (--no-prefect runs the same code directly)."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    prefect: Prefect = True,
+    progress: Progress = True,
 ) -> None:
     """Sample K answers per prompt from the policy, pair them and judge each pair (AI feedback, RL-CAI data).
 
@@ -51,17 +51,11 @@ def generate_prefs(
 
 
 def execute_prefs(options: PrefsOptions, *, kind: str, prefect: bool, progress: bool) -> dict:
-    """Validate the run here (one clear line on a mistake, before any write), then run it; returns the summary."""
+    """Validate the preference run, then run it (``rlaif.cli.generate.run_generation``); returns the summary."""
     from rlaif.prefs.runner import prepare_prefs, run_prefs
 
-    effective = settings()
-    plan = prepare_prefs(effective, options)
-    if prefect:
-        import flows.rl_cai
-
-        return flows.rl_cai.rl_cai_flow(options=options, settings_overrides=effective.model_dump(mode="json"),
-                                        kind=kind, show_progress=progress)
-    return run_prefs(effective, plan, kind=kind, show_progress=progress, log=echo).as_dict()
+    return run_generation(options, prepare_prefs, run_prefs, "flows.rl_cai:rl_cai_flow", kind=kind,
+                          prefect=prefect, progress=progress)
 
 
 def summary_text(s: dict) -> str:
@@ -85,8 +79,7 @@ def summary_text(s: dict) -> str:
         lines += [
             f"failures: {s['failed_prompts']} prompts and {s['canary_failures']} canary checks failed (first: "
             f"{first}); run the same command again to retry just those, or see them with:",
-            f"  rlaif sql \"SELECT stage, error, count(*) AS n FROM attempts WHERE run_id = '{s['run_id']}' "
-            "AND status = 'failed' GROUP BY ALL\"",
+            failures_sql(s["run_id"]),
         ]
     return "\n".join(lines)
 

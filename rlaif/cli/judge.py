@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from rlaif.cli._app import app, echo, settings
+from rlaif.cli._app import Progress, app, echo, settings
 from rlaif.errors import UserError
 
 judge_app = typer.Typer(help="Measure and use the AI judge (the feedback role) on pairs of responses.",
@@ -25,7 +25,7 @@ def judge_eval(
     principles: int = typer.Option(1, min=1, max=16, help="Judge principles sampled per pair (an ensemble)."),
     limit: Optional[int] = typer.Option(None, min=1, help="Judge only the first N pairs."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    progress: Progress = True,
 ) -> None:
     """Judge labelled pairs in one or all modes; print agreement, position bias, calibration, length bias."""
     import json

@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 
+from rlaif.cli._app import Prefect, Progress
 from rlaif.cli.generate_prefs import execute_prefs, finish
 from rlaif.cli.judge import MODE_HELP, judge_app
 from rlaif.options import PrefsOptions, option_help
@@ -23,8 +24,8 @@ def judge_pairs(
     constitution: Optional[str] = typer.Option(None, help=option_help("constitution", PrefsOptions)),
     limit: Optional[int] = typer.Option(None, help="Judge only the first N pairs."),
     seed: Optional[int] = typer.Option(None, help=option_help("seed", PrefsOptions)),
-    prefect: bool = typer.Option(True, help="Run as a Prefect flow (--no-prefect runs the same code directly)."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    prefect: Prefect = True,
+    progress: Progress = True,
 ) -> None:
     """Judge the pairs of a file (prompt, response_a, response_b) into the preference dataset.
 

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from rlaif.cli._app import app, echo, overrides, settings
+from rlaif.cli._app import Prefect, app, echo, overrides, settings
 from rlaif.cli.train import eval_app, train_app
 
 REWARD_HELP = ("Reward: rm:CKPT | judge | rule:module:function, optionally @WEIGHT; repeat to add rewards "
@@ -137,8 +137,7 @@ def iterate(prompts: Annotated[str, typer.Option(help="Prompt source to generate
             judge_role: Annotated[str, typer.Option(help="feedback | policy (the policy judges itself).")] = "feedback",
             eval_limit: Annotated[Optional[int], typer.Option(help="Held-out prompts per evaluation.")] = None,
             seed: Annotated[int, typer.Option(help="Seed of every step.")] = 0,
-            prefect: Annotated[bool, typer.Option(help="Run as a Prefect flow (--no-prefect: directly).")] = True
-            ) -> None:
+            prefect: Prefect = True) -> None:
     """The closed loop: generate and judge, train (DPO or RL), evaluate against the previous policy and the base."""
     from rlaif.iterate import IterateOptions
     from rlaif.train.options import parse_options

@@ -1,4 +1,5 @@
-"""Training commands: ``rlaif train sft|rm|dpo``, ``rlaif score`` and ``rlaif eval winrate``.
+"""Training commands: ``rlaif train sft|rm|dpo``, ``rlaif score`` and ``rlaif eval winrate`` (the RL ones,
+``rlaif train ppo|grpo``, join ``train_app`` from ``cli/rl.py``).
 
 Each command parses its options and calls one library function (``rlaif.train.runner.run_train``,
 ``rlaif.train.reward_model.score_responses``, ``rlaif.train.evaluate.run_winrate``); nothing heavy is imported
@@ -15,7 +16,9 @@ import typer
 
 from rlaif.cli._app import app, echo, settings
 
-train_app = typer.Typer(help="Train on the datasets: SFT, a reward model, the DPO family.", no_args_is_help=True)
+train_app = typer.Typer(help="Train a model: sft (supervised, on sft_dataset), rm (a reward model) and dpo (the DPO "
+                        "family: dpo, cdpo, ipo, dpo-norm, simpo) on preference_dataset; ppo and grpo (--baseline "
+                        "rloo for RLOO): RL on prompts against a reward.", no_args_is_help=True)
 eval_app = typer.Typer(help="Evaluate trained models against their base.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")

@@ -333,6 +333,20 @@ def special_tokens_of(engine: object) -> tuple[str, ...]:
     return tuple(tokens) if tokens else DEFAULT_SPECIAL_TOKENS
 
 
+class EngineWrapper:
+    """What every engine wrapper shares (``RecordingEngine``, ``SharedCalls``): the inner engine, its name, model
+    and special tokens passed through, and ``aclose``. A subclass implements the calls it intercepts."""
+
+    def __init__(self, engine: Engine):
+        self.inner = engine
+        self.name = engine.name
+        self.model = engine.model
+        self.special_tokens = special_tokens_of(engine)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 T = TypeVar("T")
 
 

@@ -7,8 +7,9 @@ every request in flight at 0.98 of offline ``vllm.LLM``, and one capped at 16 in
 start many ``chat()`` tasks; an ``asyncio.Semaphore`` held only while a request is on the wire is the window.
 
 Every try is ours and counted: the OpenAI client's own retries are off (``max_retries=0``), and this engine
-retries 429, 5xx, timeouts and dropped connections with capped exponential backoff and jitter, recording one
-``Attempt`` per try. A request that still fails comes back as a result with ``error`` set; it never raises.
+retries 429, 5xx, timeouts and dropped connections (``openai_errors.py`` decides which) with capped exponential
+backoff and jitter, recording one ``Attempt`` per try. A request that still fails comes back as a result with
+``error`` set; it never raises.
 Several base URLs are replicas: each request goes to the one where it should finish soonest, by requests in
 flight and measured latency (``rlaif/engines/replicas.py``).
 
@@ -24,13 +25,19 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
-from rlaif.engines.base import ERROR_CHARS, Attempt, ChatRequest, ChoiceRequest, ChoiceResult, Completion, one_line
+from rlaif.engines.base import Attempt, ChatRequest, ChoiceRequest, ChoiceResult, Completion
 from rlaif.engines.openai_endpoint import wait_for_models
+from rlaif.engines.openai_errors import (
+    RETRY_STATUS,  # noqa: F401 (re-exported)
+    _BadResponse,
+    _classify,
+    _Failure,
+    _first_choice,
+)
 from rlaif.engines.openai_scoring import ScoringMixin
 from rlaif.engines.replicas import Replica as _Replica
 from rlaif.engines.replicas import pick as _pick
@@ -41,22 +48,9 @@ if TYPE_CHECKING:
 
 TOP_LOGPROBS = 20  # vLLM's default --max-logprobs: the most alternatives a server returns per position
 MAX_CHAIN = 4  # next-token reads spent on one multi-token choice before falling back to an echo request
-RETRY_STATUS = frozenset({408, 409, 429})  # besides every 5xx: timeouts, conflicts and rate limits pass
 NO_ENDPOINT_STATUS = frozenset({404, 405, 501})  # the server lacks /v1/completions: fall back to chat
 
 ChoiceApi = Literal["completions", "chat", "structured"]
-
-
-class _Failure(Exception):
-    """Why one try failed, and whether another try can help; raised when a request gives up."""
-
-    def __init__(self, message: str, status: int | None, retryable: bool, retry_after_s: float | None = None):
-        super().__init__(message)
-        self.message, self.status, self.retryable, self.retry_after_s = message, status, retryable, retry_after_s
-
-
-class _BadResponse(Exception):
-    """The server answered 200 with something we cannot read; retrying would get the same."""
 
 
 class _LoopState:
@@ -453,51 +447,3 @@ def choice_tail_logprob(tokens: list[str], logprobs: list[float | None], choice:
         if len(text) >= len(choice):
             break
     return total if text == choice else None
-
-
-def _first_choice(response: Any) -> Any:
-    choices = getattr(response, "choices", None)
-    if not choices:
-        raise _BadResponse(f"response has no choices: {str(response)[:ERROR_CHARS]}")
-    return choices[0]
-
-
-def _classify(exc: Exception, timeout_s: float) -> _Failure:
-    """Turn an exception from one try into a short error line and whether a retry can help.
-
-    Anything that is not an API, transport or response problem is a bug and is raised again.
-    """
-    import openai
-
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        retryable = status in RETRY_STATUS or status >= 500
-        return _Failure(f"HTTP {status}: {_status_detail(exc)}", status, retryable, _retry_after(exc))
-    if isinstance(exc, (openai.APITimeoutError, TimeoutError)):
-        return _Failure(f"timeout after {timeout_s:g} s", None, True)
-    if isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__ or exc.__context__
-        detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
-        return _Failure(f"connection error: {one_line(detail)}", None, True)
-    if isinstance(exc, (_BadResponse, openai.APIResponseValidationError)):
-        return _Failure(f"bad response: {one_line(str(exc))}", None, False)
-    raise exc
-
-
-def _status_detail(exc: Any) -> str:
-    """The server's own error message (vLLM and OpenAI put it in ``error.message``), else the client's summary."""
-    body = exc.body
-    if isinstance(body, dict):
-        inner = body.get("error") if isinstance(body.get("error"), dict) else body
-        for key in ("message", "detail"):
-            if isinstance(inner.get(key), str):
-                return one_line(inner[key])
-    return one_line(re.sub(r"^Error code: \d+ - ", "", str(exc.message)))
-
-
-def _retry_after(exc: Any) -> float | None:
-    try:
-        return float(exc.response.headers.get("retry-after", ""))
-    except (AttributeError, TypeError, ValueError):
-        return None
-

@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 from rlaif.engines.base import Attempt, Message, ScoreRequest, ScoreResult, content_hash
+from rlaif.engines.openai_errors import _BadResponse, _Failure
 
 TOKENIZE_CACHE = 4096  # templated conversations kept; cleared when full (a run's conversations come in waves)
 
@@ -38,8 +39,6 @@ class ScoringMixin:
 
     async def score(self, request: ScoreRequest) -> ScoreResult:
         """Per-token log-probs of ``request.continuation`` after the templated conversation (see the module)."""
-        from rlaif.engines.openai_engine import _Failure  # the engine module imports this one
-
         started = time.monotonic()
         attempts: list[Attempt] = []
         values, prompt_tokens, error = None, None, None
@@ -91,8 +90,6 @@ class ScoringMixin:
         return list(ids)
 
     async def _tokenize(self, body: dict[str, Any], attempts: list[Attempt]) -> list[int]:
-        from rlaif.engines.openai_engine import _BadResponse
-
         async def send(client: Any) -> list[int]:
             answer = await client.post(_root(str(client.base_url)) + "/tokenize", cast_to=object, body=body)
             tokens = answer.get("tokens") if isinstance(answer, dict) else None
@@ -104,8 +101,6 @@ class ScoringMixin:
 
     async def _prompt_logprobs(self, prompt_ids: list[int], continuation_ids: list[int],
                                attempts: list[Attempt]) -> list[float]:
-        from rlaif.engines.openai_engine import _BadResponse
-
         ids = prompt_ids + continuation_ids
         body = {"model": self.model, "prompt": ids, "max_tokens": 1, "temperature": 0, "prompt_logprobs": 0}
 

@@ -37,8 +37,8 @@ from rlaif.engines.base import (
     ok_attempt,
 )
 from rlaif.engines.batching import BatchedEngine, MicroBatcher
-from rlaif.errors import EngineError
 from rlaif.environment import prepare_environment
+from rlaif.errors import EngineError
 from rlaif.models import resolve_model_path
 
 if TYPE_CHECKING:

@@ -19,22 +19,19 @@ from rlaif.engines.base import (
     ChoiceResult,
     Completion,
     Engine,
+    EngineWrapper,
     ScoreRequest,
     ScoreResult,
-    special_tokens_of,
 )
 
 KEEP = 65_536  # results kept (least recently used dropped first): a run's working set, not its history
 
 
-class SharedCalls:
+class SharedCalls(EngineWrapper):
     """An engine wrapper that deduplicates requests by key (see the module docstring)."""
 
     def __init__(self, engine: Engine, keep: int = KEEP):
-        self.inner = engine
-        self.name = engine.name
-        self.model = engine.model
-        self.special_tokens = special_tokens_of(engine)
+        super().__init__(engine)
         self.keep = keep
         self._calls: OrderedDict[tuple[str, str], asyncio.Future[Any]] = OrderedDict()
 
@@ -68,6 +65,3 @@ class SharedCalls:
 
     async def score(self, request: ScoreRequest) -> ScoreResult:
         return await self._once("score", request.key, lambda: self.inner.score(request))
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()

@@ -22,8 +22,8 @@ from rlaif.engines.base import Engine, content_hash
 from rlaif.errors import ConfigError
 from rlaif.judge.config import JudgeConfig
 from rlaif.judge.defences import Guard
-from rlaif.judge.pairs_file import read_pair_file
 from rlaif.judge.pairing import Pair
+from rlaif.judge.pairs_file import read_pair_file
 from rlaif.judge.rows import verdict_columns
 from rlaif.judge.verdict import Judgement
 from rlaif.resources import package_file

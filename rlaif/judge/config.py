@@ -7,6 +7,7 @@ comparison's id: a changed option makes new rows, never overwrites old ones.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -44,3 +45,11 @@ class JudgeConfig(BaseModel):
         relevant = {"choice": (), "cot": ("cot_max_tokens", "cot_temperature"), "score": ("score_temperature",),
                     "contrast": ("contrast_temperature",)}[self.mode]
         return content_hash("judge-config", self.mode, {k: getattr(self, k) for k in relevant}, length=16)
+
+
+@functools.lru_cache(maxsize=None)
+def default_config(engine_name: str) -> JudgeConfig:
+    """The documented options in the engine's default mode: what the SFT run's comparisons and the win-rate
+    evaluation judge with. One frozen instance per engine name serves every pair."""
+    return JudgeConfig(mode=default_mode(engine_name))
+

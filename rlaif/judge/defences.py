@@ -20,10 +20,13 @@ The same guard applies to the conversation's text (it is untrusted too); fences 
 
 from __future__ import annotations
 
+import functools
+import re
 import string
 from dataclasses import dataclass
 
 from rlaif.constitution import Constitution, render
+from rlaif.engines.base import special_tokens_of
 
 QUOTE = "> "  # prefix of a candidate line that would otherwise read as the prompt's structure
 MAX_PASSES = 16  # breaking one occurrence can never create another, but loops stay bounded anyway
@@ -84,20 +87,38 @@ class Guard:
         fence = constitution.judge.candidate
         return cls(tuple(special_tokens), fence_delimiters(fence), structure_heads(constitution), fence)
 
+    @functools.cached_property
+    def _longest_first(self) -> tuple[str, ...]:
+        # Longest first, so a token that contains another is broken whole.
+        return tuple(sorted(self.special_tokens, key=len, reverse=True))
+
     def tokens(self, text: str) -> str:
         """Special tokens neutralised: for text that goes into a chat turn (contrast mode, rationales)."""
-        for token in sorted(self.special_tokens, key=len, reverse=True):
+        for token in self._longest_first:
             text = break_token(text, token)
         return text
+
+    @functools.cached_property
+    def _any_head(self) -> re.Pattern[str] | None:
+        # One search finds the texts (most) that contain no head at all, so no line of them can start with one.
+        return re.compile("|".join(map(re.escape, self.heads))) if self.heads else None
 
     def text(self, text: str) -> str:
         """Untrusted text in a raw judge prompt: special tokens, fence delimiters and structure lines defused."""
         text = self.tokens(text)
         for delimiter in self.delimiters:
             text = break_token(text, delimiter)
+        if self._any_head is None or not self._any_head.search(text):
+            return text
         return quote_structure(text, self.heads)
 
     def candidate(self, text: str) -> str:
         """A candidate for a raw judge prompt: defused as ``text``, then fenced."""
         safe = self.text(text)
         return render(self.fence, text=safe) if self.fence else safe
+
+
+def guard_for(engine: object, constitution: Constitution) -> Guard:
+    """The defences for this constitution and ``engine``'s chat special tokens (the default list for ``None``),
+    built once per constitution and token list: every prompt of a run uses the same guard."""
+    return constitution.derived(Guard.build, special_tokens_of(engine))

@@ -67,7 +67,7 @@ class _Run:
 def recorded_run(store: Store, *, kind: str, params: dict, constitution: Constitution, engine: Engine,
                  seed: int) -> Iterator[_Run]:
     """A ``runs`` row around a block, with a background ``Writer``: the one place this module touches runs."""
-    from rlaif.runs import finish_run, new_run_id
+    from rlaif.runs import finish_run, new_run_id, record_failure
     from rlaif.store import Writer, utcnow
 
     run = _Run(new_run_id(), Writer(store, background=True))
@@ -82,11 +82,7 @@ def recorded_run(store: Store, *, kind: str, params: dict, constitution: Constit
         yield run
         run.writer.close()
     except BaseException as exc:
-        try:
-            run.writer.close()
-        except Exception as flush_exc:
-            exc.add_note(f"buffered rows were not written: {flush_exc}")
-        finish_run(store, run.run_id, "failed", f"{type(exc).__name__}: {exc}")
+        record_failure(store, run.writer, run.run_id, exc)
         raise
     finish_run(store, run.run_id, run.status, run.error)
 
@@ -129,7 +125,8 @@ def pair_outcome(labelled: LabelledPair, judgement: Judgement) -> tuple[EvalReco
 
 async def _judge_all(engine: Engine, constitution: Constitution, labelled: list[LabelledPair], config: JudgeConfig,
                      run_seed: int, advance: Any) -> list[Judgement]:
-    from rlaif.stages.judge import guard_for, judge
+    from rlaif.judge.defences import guard_for
+    from rlaif.stages.judge import judge
 
     guard = guard_for(engine, constitution)
 

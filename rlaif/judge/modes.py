@@ -43,7 +43,7 @@ from rlaif.engines.base import (
 from rlaif.judge import arithmetic as ar
 from rlaif.judge import prompts
 from rlaif.judge.config import JudgeConfig
-from rlaif.judge.defences import Guard
+from rlaif.judge.defences import Guard, guard_for
 from rlaif.judge.pairing import Pair
 from rlaif.judge.verdict import Verdict
 
@@ -100,9 +100,7 @@ def _pick(result: ChoiceResult) -> str | None:
 def choice_requests(engine: Engine, constitution: Constitution, principle: JudgePrinciple, pair: Pair,
                     guard: Guard) -> tuple[ChoiceRequest, ChoiceRequest]:
     """Input: a pair. Output: the two multiple-choice requests, a shown first and a shown second."""
-    conversation = list(pair.messages)
-    ab = prompts.choice_prompt(constitution, principle, conversation, pair.a.text, pair.b.text, guard)
-    ba = prompts.choice_prompt(constitution, principle, conversation, pair.b.text, pair.a.text, guard)
+    ab, ba = prompts.choice_prompts(constitution, principle, list(pair.messages), pair.a.text, pair.b.text, guard)
     prompt_id = pair.prompt_id or None
     return choice_request(ab, engine.model, prompt_id), choice_request(ba, engine.model, prompt_id)
 
@@ -138,9 +136,7 @@ async def _cot_order(engine: Engine, constitution: Constitution, text: str, guar
 
 async def cot_verdict(engine: Engine, constitution: Constitution, principle: JudgePrinciple, pair: Pair,
                       guard: Guard, config: JudgeConfig) -> Verdict:
-    conversation = list(pair.messages)
-    texts = [prompts.cot_prompt(constitution, principle, conversation, first, second, guard)
-             for first, second in ((pair.a.text, pair.b.text), (pair.b.text, pair.a.text))]
+    texts = prompts.cot_prompts(constitution, principle, list(pair.messages), pair.a.text, pair.b.text, guard)
     (ab, why_ab, key_ab, err_ab), (ba, why_ba, key_ba, err_ba) = await asyncio.gather(
         *(_cot_order(engine, constitution, t, guard, config, pair.prompt_id or None) for t in texts))
     keys = {"ab_rationale": key_ab, "ba_rationale": key_ba}
@@ -175,9 +171,7 @@ async def score_response(engine: Engine, constitution: Constitution, principle: 
 
     What the RL stage calls for a reward (Lee et al. 2023, section 2.2.2 normalise it to [-1, 1] there).
     """
-    from rlaif.engines.base import special_tokens_of
-
-    guard = guard or Guard.build(constitution, special_tokens_of(engine))
+    guard = guard or guard_for(engine, constitution)
     result = await engine.choose(score_request(constitution, principle, conversation, response, guard,
                                                engine.model, prompt_id))
     return read_score(result)[0], result

@@ -11,7 +11,7 @@ transformers engine's shared-prefix pass both reuse that prefix.
 
 from __future__ import annotations
 
-from rlaif.constitution import Constitution, JudgePrinciple, render
+from rlaif.constitution import Constitution, JudgeExample, JudgePrinciple, render
 from rlaif.engines.base import Message
 from rlaif.errors import ConfigError
 from rlaif.judge.defences import Guard
@@ -30,29 +30,52 @@ def render_conversation(constitution: Constitution, messages: list[Message] | tu
     return "\n\n".join(lines)
 
 
-def _question(constitution: Constitution, principle: JudgePrinciple, conversation: str, first: str,
-              second: str, template: str, guard: Guard) -> str:
-    return render(template, conversation=conversation, question=principle.question,
-                  response_a=guard.candidate(first), response_b=guard.candidate(second))
+def _question(principle: JudgePrinciple, shown: str, first: str, second: str, template: str) -> str:
+    """One question of ``template`` (``templates.judge`` or ``judge.cot``) on a rendered conversation and two
+    fenced candidates."""
+    return render(template, conversation=shown, question=principle.question, response_a=first, response_b=second)
+
+
+def _exemplar_question(constitution: Constitution, ex: JudgeExample, template: str, guard: Guard) -> str:
+    shown = render_conversation(constitution, [{"role": "user", "content": ex.prompt}], guard)
+    return _question(constitution.judge_principle(ex.principle), shown, guard.candidate(ex.response_a),
+                     guard.candidate(ex.response_b), template)
+
+
+def _both_orders(constitution: Constitution, principle: JudgePrinciple, conversation: list[Message], a: str,
+                 b: str, template: str, guard: Guard, exemplars: tuple[str, ...]) -> tuple[str, str]:
+    """The exemplars, then the question with ``a`` first and with ``b`` first: the conversation and each
+    candidate are defused once for both orders."""
+    shown = render_conversation(constitution, conversation, guard)
+    fenced_a, fenced_b = guard.candidate(a), guard.candidate(b)
+    sep = constitution.templates.judge_separator
+    return (sep.join((*exemplars, _question(principle, shown, fenced_a, fenced_b, template))),
+            sep.join((*exemplars, _question(principle, shown, fenced_b, fenced_a, template))))
+
+
+def _choice_exemplars(constitution: Constitution, guard: Guard) -> tuple[str, ...]:
+    t = constitution.templates
+    return tuple(_exemplar_question(constitution, ex, t.judge, guard) + render(t.judge_answer, answer=ex.answer)
+                 for ex in constitution.fewshot.judge)
+
+
+def choice_prompts(constitution: Constitution, principle: JudgePrinciple, conversation: list[Message], a: str,
+                   b: str, guard: Guard) -> tuple[str, str]:
+    """Input: a conversation and two candidates. Output: the raw multiple-choice prompts, ``a`` shown first and
+    ``b`` shown first.
+
+    The paper's form (Bai et al. 2022, section 4.1): worked exemplars, each closed by its answer, then the
+    question, ending on the "(" before the answer letter. The exemplars are the same text in every prompt of a
+    run, so they are rendered once per constitution and guard (``Constitution.derived``).
+    """
+    exemplars = constitution.derived(_choice_exemplars, guard)
+    return _both_orders(constitution, principle, conversation, a, b, constitution.templates.judge, guard, exemplars)
 
 
 def choice_prompt(constitution: Constitution, principle: JudgePrinciple, conversation: list[Message],
                   first: str, second: str, guard: Guard) -> str:
-    """Input: a conversation and two candidates in slot order. Output: the raw multiple-choice prompt.
-
-    The paper's form (Bai et al. 2022, section 4.1): worked exemplars, each closed by its answer, then the
-    question, ending on the "(" before the answer letter.
-    """
-    t = constitution.templates
-    parts = []
-    for ex in constitution.fewshot.judge:
-        shown = render_conversation(constitution, [{"role": "user", "content": ex.prompt}], guard)
-        ex_principle = constitution.judge_principle(ex.principle)
-        question = _question(constitution, ex_principle, shown, ex.response_a, ex.response_b, t.judge, guard)
-        parts.append(question + render(t.judge_answer, answer=ex.answer))
-    shown = render_conversation(constitution, conversation, guard)
-    parts.append(_question(constitution, principle, shown, first, second, t.judge, guard))
-    return t.judge_separator.join(parts)
+    """Input: a conversation and two candidates in slot order. Output: the raw multiple-choice prompt."""
+    return choice_prompts(constitution, principle, conversation, first, second, guard)[0]
 
 
 def _required(value: str | None, field: str, constitution: Constitution, mode: str) -> str:
@@ -62,25 +85,24 @@ def _required(value: str | None, field: str, constitution: Constitution, mode: s
     return value
 
 
-def cot_prompt(constitution: Constitution, principle: JudgePrinciple, conversation: list[Message],
-               first: str, second: str, guard: Guard) -> str:
-    """Input: a conversation and two candidates in slot order. Output: the chain-of-thought request text.
+def _cot_exemplars(constitution: Constitution, guard: Guard, cot: str, answer: str) -> tuple[str, ...]:
+    judge_answer = constitution.templates.judge_answer
+    return tuple(f"{_exemplar_question(constitution, ex, cot, guard)} {ex.rationale.strip()}{answer}"
+                 f"{render(judge_answer, answer=ex.answer)}" for ex in constitution.fewshot.judge if ex.rationale)
 
-    Exemplars that carry a ``rationale`` are shown worked through: question, rationale, answer.
+
+def cot_prompts(constitution: Constitution, principle: JudgePrinciple, conversation: list[Message], a: str, b: str,
+                guard: Guard) -> tuple[str, str]:
+    """Input: a conversation and two candidates. Output: the chain-of-thought request texts, ``a`` shown first
+    and ``b`` shown first.
+
+    Exemplars that carry a ``rationale`` are shown worked through: question, rationale, answer (rendered once per
+    constitution and guard, as in ``choice_prompts``).
     """
     cot = _required(constitution.judge.cot, "judge.cot", constitution, "cot")
     answer = _required(constitution.judge.cot_answer, "judge.cot_answer", constitution, "cot")
-    t = constitution.templates
-    parts = []
-    for ex in constitution.fewshot.judge:
-        if ex.rationale:
-            shown = render_conversation(constitution, [{"role": "user", "content": ex.prompt}], guard)
-            ex_principle = constitution.judge_principle(ex.principle)
-            question = _question(constitution, ex_principle, shown, ex.response_a, ex.response_b, cot, guard)
-            parts.append(f"{question} {ex.rationale.strip()}{answer}{render(t.judge_answer, answer=ex.answer)}")
-    shown = render_conversation(constitution, conversation, guard)
-    parts.append(_question(constitution, principle, shown, first, second, cot, guard))
-    return t.judge_separator.join(parts)
+    exemplars = constitution.derived(_cot_exemplars, guard, cot, answer)
+    return _both_orders(constitution, principle, conversation, a, b, cot, guard, exemplars)
 
 
 def cot_answer_prompt(constitution: Constitution, cot_text: str, rationale: str, guard: Guard) -> str:

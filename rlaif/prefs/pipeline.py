@@ -15,20 +15,19 @@ The stages own every request, seed and row; this module decides what runs when a
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rlaif.judge.calls import SharedCalls
 from rlaif.judge.canaries import CANARY_EVERY, Canary, canaries_due, canary_for, canary_rows, judge_canary
+from rlaif.judge.defences import guard_for
 from rlaif.judge.rows import comparison_rows
-from rlaif.pipeline import MAX_PENDING_ROWS
 from rlaif.prefs.work import Job
-from rlaif.recording import RecordingEngine, StoredResults
 from rlaif.stages import RunContext, overflow_from_error, skipped_row
-from rlaif.stages.judge import guard_for, judge
+from rlaif.stages.judge import judge
 from rlaif.stages.sample import candidate_rows, sample, sample_pairs
+from rlaif.window import ChainRun, run_window
 
 if TYPE_CHECKING:
     from rlaif.engines import Engines
@@ -37,8 +36,6 @@ if TYPE_CHECKING:
     from rlaif.judge.verdict import Judgement
     from rlaif.prompts import PromptRow
     from rlaif.store import Store, Writer
-
-MAX_ERRORS_KEPT = 20
 
 
 @dataclass
@@ -93,41 +90,26 @@ class Judging:
     canary_every: int = CANARY_EVERY
 
 
-class _Run:
-    """State the chains of one run share: recorded engines, stored results, canaries, counters."""
+class _Run(ChainRun):
+    """State the chains of one run share (``rlaif.window.ChainRun``), with the judge, its guard and canaries."""
 
     def __init__(self, engines: "Engines", ctx: RunContext, store: "Store", writer: "Writer", judging: Judging):
-        self.ctx, self.writer, self.judging = ctx, writer, judging
-        self.stored = StoredResults(store)
-        version = ctx.constitution_version
-        self.policy = RecordingEngine(engines.policy, writer, run_id=ctx.run_id, constitution_version=version,
-                                      stored=self.stored)
-        self.feedback = self.policy if engines.shared else RecordingEngine(
-            engines.feedback, writer, run_id=ctx.run_id, constitution_version=version, stored=self.stored)
+        super().__init__(engines, ctx, store, writer, PrefsSummary(run_id=ctx.run_id))
+        self.judging = judging
         self.judge_engine = SharedCalls(self.feedback)  # one call per distinct request, e.g. contrast scores
         self.guard = guard_for(self.feedback, ctx.constitution)
-        self.summary = PrefsSummary(run_id=ctx.run_id)
         self.pinned = {c.pair.prompt_id for c in judging.canaries}
         self.holding: dict[str, int] = {}
         self.pairs_done = 0
         self.canary_seq = 0
-        self.canary_tasks: set[asyncio.Task] = set()
 
-    @property
-    def recorders(self) -> list[RecordingEngine]:
-        return [self.policy] if self.policy is self.feedback else [self.policy, self.feedback]
+    def prompt_of(self, item: Job) -> "PromptRow":
+        return item.prompt
 
-    def write(self, table: str, rows: Iterable[dict]) -> None:
-        for row in rows:
-            self.writer.add(table, row)
-
-    def failed(self, prompt: "PromptRow", where: str, error: str | None) -> None:
-        self.summary.failed_prompts += 1
-        self._note(f"prompt {prompt.prompt_id[:12]} {where}: {error}")
-
-    def _note(self, error: str) -> None:
-        if len(self.summary.errors) < MAX_ERRORS_KEPT:
-            self.summary.errors.append(error)
+    async def begin(self) -> None:
+        """Load the canaries' stored results for the whole run, and start the first check."""
+        await asyncio.to_thread(self.stored.load, sorted(self.pinned))
+        self.canaries_due()
 
     # -- holding stored results ------------------------------------------------------------------------------
 
@@ -212,8 +194,8 @@ class _Run:
         for _ in range(canaries_due(self.pairs_done, self.canary_seq, self.judging.canary_every)):
             task = asyncio.create_task(self._canary(self.canary_seq))
             self.canary_seq += 1
-            self.canary_tasks.add(task)
-            task.add_done_callback(self.canary_tasks.discard)
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
 
     async def _canary(self, seq: int) -> None:
         ctx, s = self.ctx, self.summary
@@ -223,7 +205,7 @@ class _Run:
                                            config=self.judging.config, run_seed=ctx.seed, guard=self.guard)
         except Exception as exc:  # like a chain: a bug in one check must not sink the run
             s.canary_failures += 1
-            return self._note(f"canary {canary.id}: {type(exc).__name__}: {exc}")
+            return self.note(f"canary {canary.id}: {type(exc).__name__}: {exc}")
         rows = canary_rows(canary, judgement, run_id=ctx.run_id, seq=seq, constitution=ctx.constitution,
                            judge_engine=self.feedback.name, judge_model=self.feedback.model)
         self.write("canary_results", rows)
@@ -232,29 +214,7 @@ class _Run:
         s.canary_correct += sum(r["correct"] is True for r in rows)
         if judgement.failed:
             s.canary_failures += 1
-            self._note(f"canary {canary.id}: {judgement.failed[0].error}")
-
-
-def _batches(source: Iterable[Any], size: int, limit: int | None, run: _Run) -> Iterator[list[Job]]:
-    """Jobs from ``source`` in lists of ``size``, stopping after ``limit``; bad rows and prompt rows are written
-    as they are read."""
-    batch: list[Job] = []
-    taken = 0
-    for item in source:
-        if not isinstance(item, Job):  # a BadRow (rlaif.sources): recorded and skipped
-            run.summary.bad_rows += 1
-            run.write("bad_rows", [item.as_row(run.ctx.run_id)])
-            continue
-        if limit is not None and taken >= limit:
-            break
-        taken += 1
-        run.write("prompts", [item.prompt.as_row()])
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+            self.note(f"canary {canary.id}: {judgement.failed[0].error}")
 
 
 async def run_jobs(
@@ -271,48 +231,4 @@ async def run_jobs(
 ) -> PrefsSummary:
     """Run every job of ``source`` (Job or BadRow items), ``window`` in flight; returns the run's summary."""
     run = _Run(engines, ctx, store, writer, judging)
-    gate = asyncio.Semaphore(window)
-    running: set[asyncio.Task] = set()
-    started = time.perf_counter()
-
-    async def one(job: Job) -> None:
-        try:
-            await run.chain(job)
-        except Exception as exc:  # a bug in one chain must not sink the run; it is counted and reported
-            run.failed(job.prompt, "chain", f"{type(exc).__name__}: {exc}")
-        finally:
-            run.let_go(job.prompt.prompt_id)
-            _tally(run)
-            if on_prompt_done:
-                on_prompt_done(run.summary)
-
-    def done(task: asyncio.Task) -> None:
-        running.discard(task)
-        gate.release()
-
-    await asyncio.to_thread(run.stored.load, sorted(run.pinned))
-    run.canaries_due()  # the first check, at the start
-    for batch in _batches(source, window, limit, run):
-        await asyncio.to_thread(run.stored.load, [j.prompt.prompt_id for j in batch if run.hold(j.prompt.prompt_id)])
-        for job in batch:
-            await gate.acquire()
-            if writer.pending > MAX_PENDING_ROWS:  # as the SFT chains do: wait for DuckDB off the loop
-                await asyncio.to_thread(writer.flush)
-            run.summary.prompts += 1
-            task = asyncio.create_task(one(job))
-            running.add(task)
-            task.add_done_callback(done)
-    while running or run.canary_tasks:
-        await asyncio.gather(*running, *run.canary_tasks)
-    writer.flush()
-    run.summary.seconds = time.perf_counter() - started
-    _tally(run)
-    return run.summary
-
-
-def _tally(run: _Run) -> None:
-    """Copy the recorders' counters into the summary."""
-    s = run.summary
-    s.engine_calls = sum(r.engine_calls for r in run.recorders)
-    s.output_tokens = sum(r.tokens_out for r in run.recorders)
-    s.reused = sum(r.replayed for r in run.recorders)
+    return await run_window(run, source, limit=limit, window=window, on_prompt_done=on_prompt_done)

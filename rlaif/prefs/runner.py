@@ -10,15 +10,14 @@ inside Prefect tasks; tests and ``--no-prefect`` call ``generate_prefs``.
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from rlaif.judge.canaries import CANARY_EVERY
 from rlaif.prefs.pipeline import Judging, PrefsSummary, run_jobs
 from rlaif.prefs.work import count_work, pair_jobs, prompt_jobs, run_store, source_identity
 from rlaif.prefs.work import run_jobs as sl_cai_jobs
-from rlaif.progress import prompt_progress
 
 if TYPE_CHECKING:
     from rlaif.config import Settings
@@ -100,10 +99,9 @@ def run_prefs(
     The run row ends ``completed``, ``partial`` (some engine calls failed for good: the next run retries just
     those), or ``failed`` if the run itself stopped; buffered rows are flushed first.
     """
-    from rlaif.runner import WRITER_MEMORY_MB, _record_failure, open_store
+    from rlaif.runner import open_store, open_writer, run_to_end, window_size
     from rlaif.runs import start_run
     from rlaif.stages import RunContext
-    from rlaif.store import Writer
 
     options = plan.options
     engines = engines or open_prefs_engines(settings, options)
@@ -115,24 +113,14 @@ def run_prefs(
     ctx = RunContext(run_id=start.run_id, seed=options.seed or 0, constitution=plan.constitution,
                      params=options.sampling(), config_hash=start.config_hash)
     judging = Judging(options.judge_config(), options.samples, options.max_pairs, plan.canaries, canary_every)
-    writer = Writer(store, background=True, memory_limit_mb=WRITER_MEMORY_MB)  # as SFT runs write
-    roles = (settings.policy, settings.feedback)
-    window = max(max(2 * r.concurrency, 2 * r.batch_size) for r in roles)
+    writer = open_writer(store)  # as SFT runs write
 
-    async def go(advance: Callable[[PrefsSummary], None]) -> PrefsSummary:
-        try:
-            return await run_jobs(_source(settings, options), engines, ctx, store, writer, judging,
-                                  limit=options.limit, window=window, on_prompt_done=advance)
-        finally:
-            await engines.aclose()
+    def pipeline(advance: Callable[[PrefsSummary], None]) -> Awaitable[PrefsSummary]:
+        return run_jobs(_source(settings, options), engines, ctx, store, writer, judging, limit=options.limit,
+                        window=window_size(settings), on_prompt_done=advance)
 
-    try:
-        with prompt_progress(plan.total, enabled=show_progress, label="judging") as advance:
-            summary = asyncio.run(go(advance))
-        writer.close()
-    except BaseException as exc:
-        _record_failure(store, writer, start.run_id, exc)
-        raise
+    summary = run_to_end(store, writer, start.run_id, engines, pipeline, total=plan.total,
+                         show_progress=show_progress, label="judging")
     summary.resumed = start.resumed
     summary.candidates_from = "policy" if options.prompts else "run" if options.from_run else "file"
     return _finish(store, summary)

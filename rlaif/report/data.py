@@ -7,14 +7,15 @@ single run.
 
 from __future__ import annotations
 
-import math
 import re
 from typing import TYPE_CHECKING, Any
+
+from rlaif.judge import metrics
+from rlaif.judge.metrics import Z95
 
 if TYPE_CHECKING:
     import duckdb
 
-Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
 
 def in_run(column: str = "run_id") -> str:
@@ -70,13 +71,8 @@ def migrations(con: "duckdb.DuckDBPyConnection") -> set[int]:
 
 
 def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float] | None:
-    """Wilson score interval of a proportion (Wilson 1927): sensible at 0, 1 and small n, unlike p +- z*se."""
-    if n <= 0:
-        return None
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    """The judge metrics' Wilson interval (sensible at 0, 1 and small n), or None with no samples: a dash."""
+    return metrics.wilson(successes, n, z) if n > 0 else None
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:

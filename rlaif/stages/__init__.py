@@ -16,6 +16,7 @@ from rlaif.engines.base import ChatRequest, Message, SamplingParams, chat_key, c
 
 if TYPE_CHECKING:
     from rlaif.constitution import Constitution
+    from rlaif.engines.base import Completion
     from rlaif.options import ContextMode
 
 
@@ -105,6 +106,17 @@ def overflow_from_error(error: str | None) -> Overflow | None:
     if error and _SERVER_OVERFLOW.search(error):
         return Overflow(error)
     return None
+
+
+async def send_if_fits(engine: Any, request: ChatRequest) -> tuple["Completion | None", Overflow | None]:
+    """Send ``request`` unless it cannot fit the engine's context. Returns the completion (None when it was not
+    sent) and the overflow: found before sending (``check_fits``) or in the server's refusal (``overflow_from_error``).
+    """
+    overflow = check_fits(engine, request)
+    if overflow is not None:
+        return None, overflow
+    completion = await engine.chat(request)
+    return completion, overflow_from_error(completion.error)
 
 
 # -- small helpers several stages share ------------------------------------------------------------------------

@@ -12,7 +12,7 @@ drawn for the pair. This module is the one place the SFT pipeline calls the judg
 from __future__ import annotations
 
 from rlaif.engines.base import Engine
-from rlaif.judge.config import JudgeConfig, default_mode
+from rlaif.judge.config import default_config
 from rlaif.judge.pairing import Candidate, Pair
 from rlaif.judge.rows import comparison_rows
 from rlaif.prompts import PromptRow
@@ -25,7 +25,7 @@ async def judge_revision(ctx: RunContext, prompt: PromptRow, chain_id: str, orig
     """The ``comparisons`` rows of (original, final) judged by the feedback engine, or no rows and the error."""
     pair = Pair.make(prompt.prompt_id, prompt.messages, Candidate(original, "original", policy_model),
                      Candidate(final, "revision"), chain_id=chain_id)
-    judgement = await judge(engine, ctx.constitution, pair, config=JudgeConfig(mode=default_mode(engine.name)),
+    judgement = await judge(engine, ctx.constitution, pair, config=default_config(engine.name),
                             run_seed=ctx.seed)
     if judgement.failed:
         return [], judgement.failed[0].error

@@ -25,15 +25,7 @@ from dataclasses import dataclass, field
 from rlaif.constitution import Constitution, Principle, render
 from rlaif.engines.base import ChatRequest, Completion, Engine, Message, content_hash
 from rlaif.prompts import PromptRow
-from rlaif.stages import (
-    Overflow,
-    RunContext,
-    chat_request,
-    check_fits,
-    clean_output,
-    opening_turns,
-    overflow_from_error,
-)
+from rlaif.stages import Overflow, RunContext, chat_request, clean_output, opening_turns, send_if_fits
 from rlaif.store import utcnow
 
 __all__ = [
@@ -193,15 +185,13 @@ async def critique_revise(ctx: RunContext, prompt: PromptRow, answer: str, engin
 
 async def _send(out: Revisions, engine: Engine, request: ChatRequest, where: str) -> Completion | None:
     """The completion, or None after noting on ``out`` why the chain stops (overflow or failure)."""
-    overflow = check_fits(engine, request)
+    completion, overflow = await send_if_fits(engine, request)
+    if completion is not None and completion.ok:
+        return completion
     if overflow is None:
-        completion = await engine.chat(request)
-        if completion.ok:
-            return completion
-        overflow = overflow_from_error(completion.error)
-        if overflow is None:
-            out.error, out.failed_at = completion.error, where
-            return None
+        assert completion is not None  # not sent only when it cannot fit
+        out.error, out.failed_at = completion.error, where
+        return None
     out.overflow, out.overflow_stage = overflow, request.stage
     return None
 

@@ -24,11 +24,11 @@ import asyncio
 import random
 
 from rlaif.constitution import Constitution, JudgePrinciple
-from rlaif.engines.base import ChoiceResult, Engine, Message, content_hash, special_tokens_of
+from rlaif.engines.base import ChoiceResult, Engine, Message, content_hash
 from rlaif.errors import ConfigError
 from rlaif.judge import modes, prompts
 from rlaif.judge.config import JudgeConfig
-from rlaif.judge.defences import Guard
+from rlaif.judge.defences import Guard, guard_for
 from rlaif.judge.pairing import Candidate, Pair, pair_id
 from rlaif.judge.verdict import Judgement, Verdict
 
@@ -51,10 +51,9 @@ def draw_judge_principles(constitution: Constitution, run_seed: int, pair: str, 
                           f"{constitution.name!r}), got {m}")
     rng = random.Random(content_hash("judge-principle", run_seed, pair))
     drawn = []
-    for _ in range(m):
-        choice = rng.choices(remaining, weights=[p.weight for p in remaining], k=1)[0]
-        drawn.append(choice)
-        remaining.remove(choice)
+    for _ in range(m):  # drawn by index: removing by value would compare whole pydantic models
+        i = rng.choices(range(len(remaining)), weights=[p.weight for p in remaining], k=1)[0]
+        drawn.append(remaining.pop(i))
     return drawn
 
 
@@ -75,11 +74,6 @@ async def judge_principle(engine: Engine, constitution: Constitution, principle:
     return await modes.contrast_verdict(engine, constitution, principle, pair, guard, config)
 
 
-def guard_for(engine: Engine, constitution: Constitution) -> Guard:
-    """The injection defences for this constitution and the engine's chat special tokens."""
-    return Guard.build(constitution, special_tokens_of(engine))
-
-
 async def judge(engine: Engine, constitution: Constitution, pair: Pair, *, config: JudgeConfig | None = None,
                 run_seed: int = 0, guard: Guard | None = None) -> Judgement:
     """Input: a pair. Output: a verdict per principle of its ensemble (``config.principles`` drawn for it).
@@ -89,6 +83,9 @@ async def judge(engine: Engine, constitution: Constitution, pair: Pair, *, confi
     config = config or JudgeConfig()
     guard = guard or guard_for(engine, constitution)
     principles = draw_judge_principles(constitution, run_seed, pair.pair_id, config.principles)
+    if len(principles) == 1:  # the usual case: no task to gather (an SFT run judges every chain)
+        return Judgement(pair, (await judge_principle(engine, constitution, principles[0], pair, config, guard),),
+                         config)
     verdicts = await asyncio.gather(*(judge_principle(engine, constitution, p, pair, config, guard)
                                       for p in principles))
     return Judgement(pair, tuple(verdicts), config)
@@ -100,7 +97,7 @@ async def judge(engine: Engine, constitution: Constitution, pair: Pair, *, confi
 def judge_prompt(constitution: Constitution, principle: JudgePrinciple, conversation: list[Message],
                  first: str, second: str, guard: Guard | None = None) -> str:
     """Input: a conversation and two answers in slot order. Output: the raw multiple-choice prompt."""
-    guard = guard or Guard.build(constitution, special_tokens_of(None))
+    guard = guard or guard_for(None, constitution)
     return prompts.choice_prompt(constitution, principle, conversation, first, second, guard)
 
 

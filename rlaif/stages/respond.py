@@ -15,15 +15,7 @@ from dataclasses import dataclass
 from rlaif.constitution import Constitution
 from rlaif.engines.base import ChatRequest, Completion, Engine, Message
 from rlaif.prompts import PromptRow
-from rlaif.stages import (
-    Overflow,
-    RunContext,
-    chat_request,
-    check_fits,
-    clean_output,
-    opening_turns,
-    overflow_from_error,
-)
+from rlaif.stages import Overflow, RunContext, chat_request, clean_output, opening_turns, send_if_fits
 from rlaif.store import utcnow
 
 STAGE = "respond"
@@ -67,11 +59,8 @@ async def respond(ctx: RunContext, prompt: PromptRow, engine: Engine) -> Respons
     """Ask the policy for the initial response; failures come back in the Response, never as exceptions."""
     request = response_request(ctx, prompt, engine.model)
     chain = ctx.chain_id(prompt.prompt_id)
-    overflow = check_fits(engine, request)
-    if overflow is not None:
-        return Response(prompt, chain, request, None, overflow)
-    completion = await engine.chat(request)
-    return Response(prompt, chain, request, completion, overflow_from_error(completion.error))
+    completion, overflow = await send_if_fits(engine, request)
+    return Response(prompt, chain, request, completion, overflow)
 
 
 def response_row(ctx: RunContext, response: Response, *, helpful: bool) -> dict:

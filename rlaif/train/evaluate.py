@@ -193,16 +193,16 @@ async def judge_answers(engine: Any, constitution: Constitution, row: PromptRow,
                         seed: int) -> Verdict:
     """The judge's debiased verdict on (policy answer, base answer): the one call into the judge stage.
 
-    The judge runs in the feedback engine's measured default mode (``rlaif.judge.config.default_mode``: the
+    The judge runs in the feedback engine's measured default mode (``rlaif.judge.config.default_config``: the
     likelihood contrast on real engines, where the multiple-choice letter is at chance on small models), under one
     principle drawn for the pair; the verdict is turned back to (policy, base) order.
     """
-    from rlaif.judge.config import JudgeConfig, default_mode
+    from rlaif.judge.config import default_config
     from rlaif.judge.pairing import Candidate, Pair
     from rlaif.stages.judge import judge
 
     pair = Pair.make(row.prompt_id, row.messages, Candidate(policy_text, "policy"), Candidate(base_text, "base"))
-    judgement = await judge(engine, constitution, pair, config=JudgeConfig(mode=default_mode(engine.name)),
+    judgement = await judge(engine, constitution, pair, config=default_config(engine.name),
                             run_seed=seed)
     (verdict,) = judgement.verdicts
     return verdict.swapped() if pair.swapped else verdict

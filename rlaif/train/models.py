@@ -15,7 +15,6 @@ peft inside the functions that use them.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch import nn
 
 from rlaif.environment import prepare_environment
 from rlaif.errors import ConfigError
+from rlaif.models import swap_into_place
 
 if TYPE_CHECKING:
     from rlaif.train.options import LoraOptions
@@ -239,7 +239,7 @@ def save_model_folder(model: Any, tokenizer: Any, out: Path, *, meta: dict[str, 
         merged(model).save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         (tmp / TRAIN_META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
-        _replace_folder(tmp, out)
+        swap_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -260,21 +260,10 @@ def save_reward_model(model: Any, tokenizer: Any, out: Path, *, meta: dict[str, 
         mean, std = (float(v) for v in model.stats.tolist())
         (tmp / REWARD_META_FILE).write_text(json.dumps({**meta, "mean": mean, "std": std}, indent=2, default=str)
                                             + "\n", encoding="utf-8")
-        _replace_folder(tmp, out)
+        swap_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
-
-
-def _replace_folder(tmp: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.rename(out, old)
-    os.rename(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_train_meta(path: Path) -> dict[str, Any]:

@@ -260,9 +260,9 @@ def train_step(run: RlRun, cfg: UpdateConfig, step: int, writer: Writer) -> dict
                                    temperature=options.rollout.temperature, eos_ids=run.eos_ids,
                                    seed=derive_seed(options.seed, "rollout", step),
                                    batch_size=options.rollout.batch_size)
-    scores = run.reward.score(RewardBatch([rollouts.prompt_of(i).messages for i in range(len(rollouts))],
-                                          rollouts.texts, [rollouts.prompt_of(i).prompt_id for i in range(len(rollouts))],
-                                          rollouts.ended))
+    prompts = [rollouts.prompt_of(i) for i in range(len(rollouts))]
+    scores = run.reward.score(RewardBatch([p.messages for p in prompts], rollouts.texts,
+                                          [p.prompt_id for p in prompts], rollouts.ended))
     beta = run.controller.beta
     generator = torch.Generator().manual_seed(derive_seed(options.seed, "minibatch", step))
     with run.autocast():

@@ -110,7 +110,8 @@ def run_training(recipe: Recipe, store: Any, *, options: TrainOptions, base_mode
         try:
             set_seed(options.seed)
             task = recipe.build_task(setup, train, evals)
-            ctx = LoopContext(store, start.run_id, setup.out_dir, total, start.resume_step, start.resume_from, setup.log)
+            ctx = LoopContext(store, start.run_id, setup.out_dir, total, start.resume_step, start.resume_from,
+                              setup.log)
             model = fit(task, options, accelerator, ctx)
             final = _save_final(recipe, setup, model, spec, total)
         except BaseException as exc:

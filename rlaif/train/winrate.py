@@ -31,7 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-Z95 = 1.959963984540054
+from rlaif.judge.metrics import Z95
+
 BOOTSTRAP_SAMPLES = 1000
 BOUND = 50.0
 TIE = 1e-9
