@@ -8,13 +8,10 @@ import json
 import math
 
 import pytest
+from rl_helpers import RULE, WORDS, shared_tiny_model, write_rules
 
-torch = pytest.importorskip("torch")
-
-from rl_helpers import RULE, WORDS, shared_tiny_model, write_rules  # noqa: E402
-
-from rlaif.iterate import IterateOptions, run_iterate  # noqa: E402
-from rlaif.store import Store  # noqa: E402
+from rlaif.iterate import IterateOptions, run_iterate
+from rlaif.store import Store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

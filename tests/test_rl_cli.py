@@ -8,12 +8,9 @@ import subprocess
 import sys
 
 import pytest
+from rl_helpers import prompt_store, shared_tiny_model, write_rules
 
-torch = pytest.importorskip("torch")
-
-from rl_helpers import prompt_store, shared_tiny_model, write_rules  # noqa: E402
-
-from rlaif.cli import main  # noqa: E402
+from rlaif.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from rlaif.train import rl_math as m  # noqa: E402
+from rlaif.train import rl_math as m
 
 
 def close(a, b, tol=1e-5):

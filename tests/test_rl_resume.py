@@ -11,11 +11,8 @@ import textwrap
 import time
 from pathlib import Path
 
-import pytest
-
-torch = pytest.importorskip("torch")
-
-from rl_helpers import prompt_store, shared_tiny_model  # noqa: E402
+import torch
+from rl_helpers import prompt_store, shared_tiny_model
 
 STEPS, SAVE_EVERY = 6, 2
 

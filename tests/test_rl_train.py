@@ -4,15 +4,13 @@ the weights move, and every rollout is stored with its rewards. Seeded, so each 
 from __future__ import annotations
 
 import pytest
+import torch
+from rl_helpers import CONTRARY_JUDGE, prompt_store, shared_tiny_model, write_rules
 
-torch = pytest.importorskip("torch")
-
-from rl_helpers import CONTRARY_JUDGE, prompt_store, shared_tiny_model, write_rules  # noqa: E402
-
-from rlaif.train.rewards import RuleReward, build_reward, parse_reward_specs  # noqa: E402
-from rlaif.train.rl import run_rl  # noqa: E402
-from rlaif.train.rl_options import RlOptions  # noqa: E402
-from rlaif.train.tracking import read_metrics  # noqa: E402
+from rlaif.train.rewards import RuleReward, build_reward, parse_reward_specs
+from rlaif.train.rl import run_rl
+from rlaif.train.rl_options import RlOptions
+from rlaif.train.tracking import read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
