@@ -9,7 +9,7 @@ from rlaif.engines.fake import FakeEngine
 from rlaif.prompts import make_prompt
 from rlaif.store import Store
 from rlaif.train.best_of_n import BestOfNOptions, pick_best, run_best_of_n
-from rlaif.train.rewards import CombinedReward, RuleReward
+from rlaif.train.rewards import CombinedReward, RewardBatch, RuleReward
 
 RULES = '''
 def digit(prompts, completions, **info):
@@ -82,3 +82,30 @@ def test_failed_candidates_are_left_out_and_counted(setup):
     assert summary.failed == 1 and summary.selected == 2
     run = store.fetch("SELECT status, error FROM runs WHERE kind = 'best-of-n'")[0]
     assert run["status"] == "partial" and "1 prompts had no candidate" in run["error"]
+
+
+def test_the_judge_reward_calls_are_rows_of_the_run(setup):
+    """Every engine call is a row: the judge's rating requests land in generations/attempts under the run's id."""
+    from rlaif.train.judge_reward import judge_reward
+
+    store, prompts, _ = setup
+    judge_engine = FakeEngine(model="fake-judge").prefer("8", 0.9)
+    judge = judge_reward(None, engine=judge_engine)
+    reward = CombinedReward([(judge, 1.0)])
+    summary = run_best_of_n(store, FakeEngine(reply=seeded_reply), prompts[:2], reward,
+                            options=BestOfNOptions(n=3, split="all", max_tokens=16), reward_spec="judge",
+                            log=lambda _: None)
+    rows = store.fetch("SELECT key, run_id, kind, model FROM generations WHERE stage = 'judge'")
+    assert judge_engine.choice_requests and summary.selected == 2
+    assert {r["key"] for r in rows} == {r.key for r in judge_engine.choice_requests}
+    assert all(r["run_id"] == summary.run_id and r["kind"] == "choice" and r["model"] == "fake-judge" for r in rows)
+    (tries,) = store.fetch("SELECT count(*) AS n FROM attempts WHERE stage = 'judge' AND run_id = ?",
+                           [summary.run_id])
+    assert tries["n"] == len(judge_engine.choice_requests)
+
+    # The RL monitor's judge is often the reward's own: bound twice, it records once and unbinds cleanly.
+    with reward.recorded_in(store, "run-twice", judge):
+        judge.score(RewardBatch([[{"role": "user", "content": "q"}]], ["a fresh answer"], ["p-new"], [True]))
+    assert store.fetch("SELECT count(*) AS n FROM generations WHERE run_id = 'run-twice'")[0]["n"] == 1
+    judge.score(RewardBatch([[{"role": "user", "content": "q"}]], ["unbound now"], ["p-new"], [True]))
+    assert store.fetch("SELECT count(*) AS n FROM generations WHERE stage = 'judge'")[0]["n"] == len(rows) + 1

@@ -11,7 +11,8 @@ different prompts are on one scale; drawing a principle per prompt would add its
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rlaif.train.reward_sources import JudgeReward
@@ -19,6 +20,7 @@ from rlaif.train.reward_sources import JudgeReward
 if TYPE_CHECKING:
     from rlaif.config import Settings
     from rlaif.constitution import Constitution, JudgePrinciple
+    from rlaif.store import Store
 
 
 def rating_principle(constitution: Constitution) -> JudgePrinciple:
@@ -42,6 +44,41 @@ def judge_scores(engine: Any, constitution: Constitution, messages: Sequence[Seq
     return [score for score, _ in asyncio.run(go())]
 
 
+class JudgeScorer:
+    """``score_many`` of the judge reward: the 1-10 scores of responses, from ``engine``.
+
+    While ``recorded_in(store, run_id)`` is open, the engine is wrapped in ``RecordingEngine``: every rating
+    request and its tries become ``generations`` / ``attempts`` rows of that run (stage ``judge``), as every other
+    engine call of the project is. Outside a run (a unit test, a one-off score) nothing is written.
+    """
+
+    def __init__(self, engine: Any, constitution: Constitution):
+        self.engine, self.constitution = engine, constitution
+        self._recorder: Any = None
+
+    def __call__(self, messages: Sequence[Sequence[dict]], responses: Sequence[str],
+                 prompt_ids: Sequence[str]) -> list[float | None]:
+        return judge_scores(self._recorder or self.engine, self.constitution, messages, responses, prompt_ids)
+
+    @contextlib.contextmanager
+    def recorded_in(self, store: Store, run_id: str) -> Iterator[None]:
+        """Record the judge's calls as rows of ``run_id`` until the block ends (nested calls share the first)."""
+        if self._recorder is not None:  # the RL monitor and the reward may be one judge: record it once
+            yield
+            return
+        from rlaif.recording import RecordingEngine
+        from rlaif.store import Writer
+
+        writer = Writer(store, max_rows=1024, max_age_s=5.0)
+        self._recorder = RecordingEngine(self.engine, writer, run_id=run_id,
+                                         constitution_version=self.constitution.version)
+        try:
+            yield
+        finally:
+            self._recorder = None
+            writer.close()
+
+
 def judge_reward(settings: Settings, constitution_name: str = "harmless", *, engine: Any = None) -> JudgeReward:
     """A ``judge`` reward source over the feedback role's engine (or ``engine``)."""
     from rlaif.constitution import load_constitution, resolve_constitution
@@ -49,9 +86,4 @@ def judge_reward(settings: Settings, constitution_name: str = "harmless", *, eng
 
     constitution = load_constitution(resolve_constitution(constitution_name))
     engine = engine or create_engine(settings, role="feedback")
-
-    def score_many(messages: Sequence[Sequence[dict]], responses: Sequence[str],
-                   prompt_ids: Sequence[str]) -> list[float | None]:
-        return judge_scores(engine, constitution, messages, responses, prompt_ids)
-
-    return JudgeReward(score_many, model=engine.model)
+    return JudgeReward(JudgeScorer(engine, constitution), model=engine.model)

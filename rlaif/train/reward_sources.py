@@ -8,7 +8,9 @@ expectation over the score tokens' probabilities, mapped from [1, 10] onto [-1, 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,11 @@ class JudgeReward:
         self.score_many = score_many
         self.source = "judge"
         self.model = model
+
+    def recorded_in(self, store: Any, run_id: str) -> AbstractContextManager[None]:
+        """While open, the judge's engine calls are rows of ``run_id`` (``judge_reward.JudgeScorer``)."""
+        hook = getattr(self.score_many, "recorded_in", None)
+        return hook(store, run_id) if hook is not None else contextlib.nullcontext()
 
     def score(self, batch: RewardBatch) -> SourceScores:
         raw = self.score_many([list(m) for m in batch.messages], list(batch.responses), list(batch.prompt_ids))

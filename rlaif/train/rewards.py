@@ -27,12 +27,13 @@ its stored value stays NULL.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -158,6 +159,17 @@ class CombinedReward:
     @property
     def source(self) -> str:
         return " + ".join(f"{w:g}*{s.source}" for s, w in self.sources)
+
+    @contextlib.contextmanager
+    def recorded_in(self, store: Any, run_id: str, *extra: Any) -> Iterator[None]:
+        """Every source (and each of ``extra``, e.g. the RL monitor's judge) that calls an engine records its
+        calls as rows of ``run_id`` while the block runs: every engine call is a row."""
+        with contextlib.ExitStack() as stack:
+            for src in (*(s for s, _ in self.sources), *(e for e in extra if e is not None)):
+                hook = getattr(src, "recorded_in", None)
+                if hook is not None:
+                    stack.enter_context(hook(store, run_id))
+            yield
 
     def score(self, batch: RewardBatch) -> RewardScores:
         total = [0.0] * len(batch)

@@ -132,7 +132,7 @@ def run_rl(store: Any, *, options: RlOptions, reward: CombinedReward, base_model
     log(f"{options.estimator} run {start.run_id}: {len(prompts)} prompts, {total} steps of {options.batch_size} "
         f"rollouts, reward {reward.source}, {torch_device.type} {precision}"
         + (f", resuming at step {start.resume_step}" if start.resume_from else ""))
-    with tracking.run_lock(spec.out_dir):
+    with tracking.run_lock(spec.out_dir), reward.recorded_in(store, start.run_id, judge):
         tracking.clear_staging(spec.out_dir)
         try:
             run = _build(store, options, start.run_id, spec.out_dir, torch_device, precision, tokenizer, eos,
