@@ -180,6 +180,14 @@ class Constitution(_Model):
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Constitution:
+        """A copy; one with changed fields drops the cached ``version`` (pydantic copies ``__dict__``, where the
+        cached property lives), so it gets its own version and its own ``derived`` values."""
+        copy = super().model_copy(update=update, deep=deep)
+        if update:
+            copy.__dict__.pop("version", None)
+        return copy
+
     def derived(self, build: Callable[..., T], *args: Hashable) -> T:
         """``build(self, *args)``, computed once per constitution content and shared.
 
@@ -196,7 +204,7 @@ class Constitution(_Model):
             pass
         value = build(self, *args)
         with _DERIVED_LOCK:
-            if len(_DERIVED) >= _DERIVED_MAX:
+            if key not in _DERIVED and len(_DERIVED) >= _DERIVED_MAX:
                 del _DERIVED[next(iter(_DERIVED))]
             _DERIVED[key] = value
         return value

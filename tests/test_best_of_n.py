@@ -7,7 +7,7 @@ import pytest
 
 from rlaif.engines.fake import FakeEngine
 from rlaif.prompts import make_prompt
-from rlaif.store import Store
+from rlaif.store import Store, Writer
 from rlaif.train.best_of_n import BestOfNOptions, pick_best, run_best_of_n
 from rlaif.train.rewards import CombinedReward, RewardBatch, RuleReward
 
@@ -104,7 +104,7 @@ def test_the_judge_reward_calls_are_rows_of_the_run(setup):
     assert tries["n"] == len(judge_engine.choice_requests)
 
     # The RL monitor's judge is often the reward's own: bound twice, it records once and unbinds cleanly.
-    with reward.recorded_in(store, "run-twice", judge):
+    with Writer(store) as writer, reward.recorded_in(writer, "run-twice", judge):
         judge.score(RewardBatch([[{"role": "user", "content": "q"}]], ["a fresh answer"], ["p-new"], [True]))
     assert store.fetch("SELECT count(*) AS n FROM generations WHERE run_id = 'run-twice'")[0]["n"] == 1
     judge.score(RewardBatch([[{"role": "user", "content": "q"}]], ["unbound now"], ["p-new"], [True]))

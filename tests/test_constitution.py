@@ -142,6 +142,15 @@ def test_version_ignores_source():
     assert b.source is None and b.version == a.version
 
 
+def test_a_changed_copy_has_its_own_version_and_derived_values():
+    a = load_constitution(SHIPPED["example"])
+    fence = lambda c: c.judge.candidate  # noqa: E731 - a build function for Constitution.derived
+    assert a.derived(fence) == a.judge.candidate  # cache the version and a derived value first
+    b = a.model_copy(update={"judge": a.judge.model_copy(update={"candidate": "[[[{text}]]]"})})
+    assert b.version != a.version and b.derived(fence) == "[[[{text}]]]" and a.derived(fence) == a.judge.candidate
+    assert a.model_copy().version == a.version
+
+
 # --- broken files ----------------------------------------------------------------------------------------------
 
 BAD_CASES = [

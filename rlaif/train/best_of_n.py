@@ -171,7 +171,7 @@ def run_best_of_n(store: Store, engine: Engine, prompts: Sequence[PromptRow], re
     todo = [p for p in chosen if ids[p.prompt_id] not in done]
     summary.reused = len(chosen) - len(todo)
     try:
-        with Writer(store, max_rows=1024, max_age_s=5.0) as writer, reward.recorded_in(store, run_id):
+        with Writer(store, max_rows=1024, max_age_s=5.0) as writer, reward.recorded_in(writer, run_id):
             for p in todo:
                 writer.add("prompts", p.as_row())
             stored = StoredResults(store)

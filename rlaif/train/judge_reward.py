@@ -20,7 +20,7 @@ from rlaif.train.reward_sources import JudgeReward
 if TYPE_CHECKING:
     from rlaif.config import Settings
     from rlaif.constitution import Constitution, JudgePrinciple
-    from rlaif.store import Store
+    from rlaif.writer import Writer
 
 
 def rating_principle(constitution: Constitution) -> JudgePrinciple:
@@ -47,9 +47,10 @@ def judge_scores(engine: Any, constitution: Constitution, messages: Sequence[Seq
 class JudgeScorer:
     """``score_many`` of the judge reward: the 1-10 scores of responses, from ``engine``.
 
-    While ``recorded_in(store, run_id)`` is open, the engine is wrapped in ``RecordingEngine``: every rating
+    While ``recorded_in(writer, run_id)`` is open, the engine is wrapped in ``RecordingEngine``: every rating
     request and its tries become ``generations`` / ``attempts`` rows of that run (stage ``judge``), as every other
-    engine call of the project is. Outside a run (a unit test, a one-off score) nothing is written.
+    engine call of the project is. They go through the run's own writer, so they are stored when its other rows
+    are, before the run is marked completed. Outside a run (a unit test, a one-off score) nothing is written.
     """
 
     def __init__(self, engine: Any, constitution: Constitution):
@@ -61,22 +62,19 @@ class JudgeScorer:
         return judge_scores(self._recorder or self.engine, self.constitution, messages, responses, prompt_ids)
 
     @contextlib.contextmanager
-    def recorded_in(self, store: Store, run_id: str) -> Iterator[None]:
+    def recorded_in(self, writer: Writer, run_id: str) -> Iterator[None]:
         """Record the judge's calls as rows of ``run_id`` until the block ends (nested calls share the first)."""
         if self._recorder is not None:  # the RL monitor and the reward may be one judge: record it once
             yield
             return
         from rlaif.recording import RecordingEngine
-        from rlaif.store import Writer
 
-        writer = Writer(store, max_rows=1024, max_age_s=5.0)
         self._recorder = RecordingEngine(self.engine, writer, run_id=run_id,
                                          constitution_version=self.constitution.version)
         try:
             yield
         finally:
             self._recorder = None
-            writer.close()
 
 
 def judge_reward(settings: Settings, constitution_name: str = "harmless", *, engine: Any = None) -> JudgeReward:

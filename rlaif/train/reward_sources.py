@@ -57,10 +57,10 @@ class JudgeReward:
         self.source = "judge"
         self.model = model
 
-    def recorded_in(self, store: Any, run_id: str) -> AbstractContextManager[None]:
-        """While open, the judge's engine calls are rows of ``run_id`` (``judge_reward.JudgeScorer``)."""
+    def recorded_in(self, writer: Any, run_id: str) -> AbstractContextManager[None]:
+        """While open, the judge's engine calls are rows of ``run_id`` in ``writer`` (``judge_reward.JudgeScorer``)."""
         hook = getattr(self.score_many, "recorded_in", None)
-        return hook(store, run_id) if hook is not None else contextlib.nullcontext()
+        return hook(writer, run_id) if hook is not None else contextlib.nullcontext()
 
     def score(self, batch: RewardBatch) -> SourceScores:
         raw = self.score_many([list(m) for m in batch.messages], list(batch.responses), list(batch.prompt_ids))

@@ -161,14 +161,14 @@ class CombinedReward:
         return " + ".join(f"{w:g}*{s.source}" for s, w in self.sources)
 
     @contextlib.contextmanager
-    def recorded_in(self, store: Any, run_id: str, *extra: Any) -> Iterator[None]:
+    def recorded_in(self, writer: Any, run_id: str, *extra: Any) -> Iterator[None]:
         """Every source (and each of ``extra``, e.g. the RL monitor's judge) that calls an engine records its
-        calls as rows of ``run_id`` while the block runs: every engine call is a row."""
+        calls as rows of ``run_id`` through the run's ``writer`` while the block runs: every engine call is a row."""
         with contextlib.ExitStack() as stack:
             for src in (*(s for s, _ in self.sources), *(e for e in extra if e is not None)):
                 hook = getattr(src, "recorded_in", None)
                 if hook is not None:
-                    stack.enter_context(hook(store, run_id))
+                    stack.enter_context(hook(writer, run_id))
             yield
 
     def score(self, batch: RewardBatch) -> RewardScores:

@@ -132,7 +132,7 @@ def run_rl(store: Any, *, options: RlOptions, reward: CombinedReward, base_model
     log(f"{options.estimator} run {start.run_id}: {len(prompts)} prompts, {total} steps of {options.batch_size} "
         f"rollouts, reward {reward.source}, {torch_device.type} {precision}"
         + (f", resuming at step {start.resume_step}" if start.resume_from else ""))
-    with tracking.run_lock(spec.out_dir), reward.recorded_in(store, start.run_id, judge):
+    with tracking.run_lock(spec.out_dir):
         tracking.clear_staging(spec.out_dir)
         try:
             run = _build(store, options, start.run_id, spec.out_dir, torch_device, precision, tokenizer, eos,
@@ -217,26 +217,28 @@ def _train(run: RlRun, monitor: Any, first: int, total: int, base_model: str) ->
     writer = Writer(run.store, max_rows=4096, max_age_s=5.0)
     metrics = tracking.MetricsLog(run.store, run.run_id)
     cfg = update_config(options)
-    if monitor is not None and first == 0:
-        with run.autocast():
-            monitor.measure(0, run.policy, run.reference)
-    for step in range(first, total):
-        values = train_step(run, cfg, step, writer)
-        metrics.log(step + 1, values)
-        done = step + 1
-        if done % 10 == 0 or done == total or done == first + 1:
-            run.log(f"step {done}/{total}: reward {values['reward']:.4g}, kl {values['kl']:.4g}, "
-                    f"beta {values['kl_coef']:.4g}, length {values['response_length']:.1f}")
-        if monitor is not None and options.monitor_every and done % options.monitor_every == 0 and done < total:
+    # The judge reward and the monitor's judge record their engine calls in this writer, stored with the rollouts.
+    with run.reward.recorded_in(writer, run.run_id, monitor.judge if monitor is not None else None):
+        if monitor is not None and first == 0:
             with run.autocast():
-                monitor.measure(done, run.policy, run.reference)
-        if options.save_every and done % options.save_every == 0 and done < total:
-            writer.flush()
-            metrics.flush()
-            save_checkpoint(run, done, total)
-    if monitor is not None:
-        with run.autocast():
-            monitor.measure(total, run.policy, run.reference)
+                monitor.measure(0, run.policy, run.reference)
+        for step in range(first, total):
+            values = train_step(run, cfg, step, writer)
+            metrics.log(step + 1, values)
+            done = step + 1
+            if done % 10 == 0 or done == total or done == first + 1:
+                run.log(f"step {done}/{total}: reward {values['reward']:.4g}, kl {values['kl']:.4g}, "
+                        f"beta {values['kl_coef']:.4g}, length {values['response_length']:.1f}")
+            if monitor is not None and options.monitor_every and done % options.monitor_every == 0 and done < total:
+                with run.autocast():
+                    monitor.measure(done, run.policy, run.reference)
+            if options.save_every and done % options.save_every == 0 and done < total:
+                writer.flush()
+                metrics.flush()
+                save_checkpoint(run, done, total)
+        if monitor is not None:
+            with run.autocast():
+                monitor.measure(total, run.policy, run.reference)
     writer.close()
     metrics.close()
     return _save_final(run, total, base_model)
