@@ -1,8 +1,8 @@
 """The engines' scoring capability (``score``: a continuation's token log-probs given a chat conversation) on the
 tiny random model, the recorder's rows for it and their replay, and one call per distinct request.
 
-The OpenAI engine's scoring is tested against the fake server in test_openai_engine.py and against a real vLLM
-server in test_judge_vllm.py.
+The OpenAI engine's scoring is tested against the fake server (openai_fakes.py) in test_openai_choices.py and
+against a real vLLM server in test_judge_vllm.py.
 """
 
 from __future__ import annotations

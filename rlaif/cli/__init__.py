@@ -7,18 +7,18 @@ this package imports every one of them (cheaply: they import nothing heavy at mo
 from __future__ import annotations
 
 from rlaif.cli import (  # noqa: F401
-    core,  # noqa: F401  (registers its commands)
-    generate,  # noqa: F401
-    generate_prefs,  # noqa: F401
-    judge,  # noqa: F401
-    judge_pairs,  # noqa: F401
-    prompts,  # noqa: F401
-    report,  # noqa: F401
-    rl,  # noqa: F401
+    core,  # each module registers its commands on import
+    generate,
+    generate_prefs,
+    judge,
+    judge_pairs,
+    prompts,
+    report,
+    rl,
     runs,
     schedule,
     shards,
-    train,  # noqa: F401
+    train,
 )
 from rlaif.cli._app import app, main
 

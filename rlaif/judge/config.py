@@ -52,4 +52,3 @@ def default_config(engine_name: str) -> JudgeConfig:
     """The documented options in the engine's default mode: what the SFT run's comparisons and the win-rate
     evaluation judge with. One frozen instance per engine name serves every pair."""
     return JudgeConfig(mode=default_mode(engine_name))
-

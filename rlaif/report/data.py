@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     import duckdb
 
 
-
 def in_run(column: str = "run_id") -> str:
     """The run filter of a run-scoped query; ``column`` qualifies it where a join makes run_id ambiguous."""
     return f"($run::VARCHAR IS NULL OR {column} = $run)"
