@@ -70,6 +70,8 @@ GOLDEN = {
         # 005 (judge)
         "prompt_messages", "chosen_messages", "rejected_messages", "consistency", "order_gap", "mode",
         "judge_engine", "policy_model", "source_chosen", "source_rejected", "n_principles", "judgement_id",
+        # 014 (exports)
+        "confidence", "vote_chosen",
     ],
     # 005 (judge)
     "candidates": [

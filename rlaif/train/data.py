@@ -51,9 +51,11 @@ FROM revisions r JOIN prompts p USING (prompt_id)
 WHERE r.revision IS NOT NULL AND length(trim(r.revision)) > 0
 ORDER BY r.chain_id, r.round
 """
+# A pair decided by votes (an engine without log-probs) has no p_chosen; its soft label is then the share of votes
+# for the chosen answer (``vote_chosen``, storage/014), which is 1 when every order of every principle agreed.
 PREFERENCE_QUERY = """
 SELECT d.pair_id || '/' || d.judge_model || '/' || d.constitution_version AS key, d.prompt_id,
-       p.messages AS prompt_messages, d.chosen, d.rejected, d.p_chosen, p.split
+       p.messages AS prompt_messages, d.chosen, d.rejected, coalesce(d.p_chosen, d.vote_chosen) AS p_chosen, p.split
 FROM preference_dataset d JOIN prompts p USING (prompt_id)
 ORDER BY d.prompt_id, d.pair_id, d.judge_model, d.constitution_version
 """
