@@ -13,9 +13,10 @@ import json
 import re
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import duckdb
 
@@ -153,15 +154,7 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _to_csv(columns: list[str], rows: list[tuple]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows([_text(v) for v in row] for row in rows)
-    return buf.getvalue()
-
-
-def _to_table(columns: list[str], rows: list[tuple], more: bool, max_width: int = 80) -> str:
+def _to_table(columns: list[str], rows: list[tuple], left_out: int, max_width: int = 80) -> str:
     """A plain aligned table; cells are cut at ``max_width`` (csv/json give full values), numbers right-aligned."""
 
     def cell(value: Any) -> str:
@@ -182,29 +175,98 @@ def _to_table(columns: list[str], rows: list[tuple], more: bool, max_width: int 
 
     out = [line(columns), "-+-".join("-" * w for w in widths)] + [line(r) for r in cells]
     n = len(rows)
-    out.append(f"(first {n} rows shown; add a LIMIT or a WHERE to see the rest)" if more
-               else f"({n} row{'s' if n != 1 else ''})")
+    out.append(f"(first {n} rows shown, {left_out} more left out; add a LIMIT or a WHERE, or use --max-rows)"
+               if left_out else f"({n} row{'s' if n != 1 else ''})")
     return "\n".join(out) + "\n"
+
+
+FORMATS = ("table", "csv", "json", "jsonl")
+Format = Literal["table", "csv", "json", "jsonl"]
+TABLE_ROWS = 10_000  # the table format's limit when none is given: past that an aligned table is unreadable
+_FETCH_ROWS = 1024  # rows fetched per call while streaming
+
+
+@dataclass(frozen=True)
+class Written:
+    """What ``sandbox_write`` wrote: how many rows, and how many more the query had past ``max_rows``."""
+
+    rows: int
+    left_out: int
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown format {fmt!r}; expected one of: {', '.join(FORMATS)}")
+
+
+def _write_rows(out: TextIO, fmt: str, columns: list[str], rows: list[tuple], first: bool) -> None:
+    """One chunk of rows in a streaming format; ``first`` says whether nothing has been written yet."""
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        if first:
+            writer.writerow(columns)
+        writer.writerows([_text(v) for v in row] for row in rows)
+        return
+    for i, row in enumerate(rows):
+        text = json.dumps(dict(zip(columns, row, strict=True)), default=str, ensure_ascii=False)
+        if fmt == "jsonl":
+            out.write(text + "\n")
+        else:  # one JSON array, written element by element
+            out.write(("[" if first and i == 0 else ", ") + text)
+
+
+def sandbox_write(db: str | Path, sql: str, out: TextIO, *, fmt: Format = "csv", max_rows: int | None = None,
+                  timeout_s: float = 10.0) -> Written:
+    """Run one read-only query and write its rows to ``out`` as they are fetched: every row, or the first
+    ``max_rows`` (the table format defaults to ``TABLE_ROWS``). Rows past the limit are counted, not kept, so the
+    caller can say how many were left out. Memory stays at one fetch, except for the table (its widths need
+    every shown row). The same guard and timeout as ``sandbox_rows``.
+    """
+    _check_format(fmt)
+    limit = TABLE_ROWS if max_rows is None and fmt == "table" else max_rows
+    statement = _check_read_only(sql)
+    written = left_out = 0
+    shown: list[tuple] = []
+    with Store(db).connect(read_only=True, config=SANDBOX_CONFIG) as con:
+        timer = threading.Timer(timeout_s, con.interrupt)
+        timer.start()
+        try:
+            cur = con.execute(statement)
+            columns = [d[0] for d in cur.description or ()]
+            while rows := cur.fetchmany(_FETCH_ROWS):
+                room = len(rows) if limit is None else max(0, min(len(rows), limit - written))
+                left_out += len(rows) - room
+                if fmt == "table":
+                    shown.extend(rows[:room])
+                elif room:
+                    _write_rows(out, fmt, columns, rows[:room], first=written == 0)
+                written += room
+        except duckdb.Error as exc:
+            raise _sandbox_error(exc, timeout_s) from None
+        finally:
+            timer.cancel()
+    if fmt == "table":
+        out.write(_to_table(columns, shown, left_out))
+    elif fmt == "csv" and written == 0:
+        _write_rows(out, fmt, columns, [], first=True)
+    elif fmt == "json":
+        out.write("[]\n" if written == 0 else "]\n")
+    return Written(written, left_out)
 
 
 def sandbox_query(
     db: str | Path,
     sql: str,
     *,
-    fmt: Literal["table", "csv", "json"] = "table",
+    fmt: Format = "table",
     max_rows: int = 10_000,
     timeout_s: float = 10.0,
 ) -> str:
-    """Run one read-only query and format it: an aligned text table, CSV with a header, or a JSON array.
-
-    Any refusal or failure is a ``StoreError`` with one line. CSV and JSON stop silently at ``max_rows`` (they
-    must stay machine-readable); the table says when rows were left out.
+    """Run one read-only query and format it as one string (``sandbox_write`` into memory): an aligned text
+    table, CSV with a header, a JSON array or JSON lines, of at most ``max_rows`` rows. The table says when rows
+    were left out; callers that need every row, or the count left out, use ``sandbox_write``.
     """
-    if fmt not in ("table", "csv", "json"):
-        raise ConfigError(f"unknown format {fmt!r}; expected one of: table, csv, json")
-    columns, rows, more = sandbox_rows(db, sql, max_rows=max_rows, timeout_s=timeout_s)
-    if fmt == "csv":
-        return _to_csv(columns, rows)
-    if fmt == "json":
-        return json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str, ensure_ascii=False)
-    return _to_table(columns, rows, more)
+    buf = io.StringIO()
+    sandbox_write(db, sql, buf, fmt=fmt, max_rows=max_rows, timeout_s=timeout_s)
+    text = buf.getvalue()
+    return text[:-1] if fmt == "json" else text  # the JSON array as before, without a trailing newline

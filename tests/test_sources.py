@@ -158,6 +158,28 @@ def test_inspect_source_counts_columns_and_three_rows(tmp_path: Path) -> None:
     assert [r.values["prompt"] for r in info.sample] == TEXTS
 
 
+@pytest.mark.parametrize("kind", ["jsonl", "csv", "parquet"])
+def test_inspect_shows_a_source_without_a_prompt_column_and_names_the_flag(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from rlaif.cli import main
+
+    rows = [{"id": i, "question": text, "answer": "no"} for i, text in enumerate(TEXTS)]
+    spec, _ = make_source(kind, tmp_path, rows)
+    info = inspect_source(spec)
+    assert (info.has_prompt_column, info.count, info.rows, info.check.bad_total) == (False, 0, 3, 0)
+    assert info.columns == ["id", "question", "answer"] and info.suggested[0] == "question"
+    assert [r.values["question"] for r in info.sample] == TEXTS
+    assert main(["prompts", "inspect", spec]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:3] == ["prompts: none read (3 rows): no column 'prompt' or 'messages'",
+                        "columns: id, question, answer"]
+    assert len(out) == 8 and out[3].startswith("row 1: ") and TEXTS[0] in out[3]
+    assert out[6:] == ["to read prompts from a column, pass --prompt-column question", "other candidates: answer"]
+    assert main(["prompts", "inspect", spec, "--prompt-column", "question"]) == 0
+    assert "prompts: 3 (3 rows; 0 duplicates, 0 bad, 0 helpful)" in capsys.readouterr().out
+
+
 def test_rlaif_prompts_inspect(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from rlaif.cli import main
 

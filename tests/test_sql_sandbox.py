@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import duckdb
 import pytest
 
 from rlaif.errors import ConfigError, StoreError
-from rlaif.sandbox import SANDBOX_CONFIG, sandbox_query
+from rlaif.sandbox import SANDBOX_CONFIG, Written, sandbox_query, sandbox_write
 from rlaif.store import Store, utcnow
 
 READ_ONLY = "rlaif sql is read-only: "
@@ -155,7 +156,49 @@ def test_a_long_query_is_stopped(db: Path) -> None:
 
 
 def test_unknown_format_and_missing_database(db: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="expected one of: table, csv, json"):
+    with pytest.raises(ConfigError, match="expected one of: table, csv, json, jsonl"):
         sandbox_query(db, "SELECT 1", fmt="xml")  # type: ignore[arg-type]
     with pytest.raises(StoreError, match="no database at"):
         sandbox_query(tmp_path / "missing.duckdb", "SELECT 1")
+
+
+# -- every row, or a limit that says what it left out ------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "jsonl"])
+def test_every_row_is_written_when_no_limit_is_given(db: Path, fmt: str) -> None:
+    buf = io.StringIO()
+    assert sandbox_write(db, "SELECT range AS n FROM range(20000)", buf, fmt=fmt) == Written(20000, 0)
+    text = buf.getvalue()
+    if fmt == "csv":
+        lines = text.splitlines()
+        assert lines[0] == "n" and lines[1:] == [str(i) for i in range(20000)]
+    elif fmt == "json":
+        assert [r["n"] for r in json.loads(text)] == list(range(20000))
+    else:
+        assert [json.loads(line)["n"] for line in text.splitlines()] == list(range(20000))
+
+
+def test_a_limit_counts_the_rows_it_left_out(db: Path) -> None:
+    buf = io.StringIO()
+    assert sandbox_write(db, "SELECT range AS n FROM range(3000)", buf, fmt="jsonl", max_rows=1500) == Written(1500,
+                                                                                                           1500)
+    assert [json.loads(line)["n"] for line in buf.getvalue().splitlines()] == list(range(1500))
+    empty = io.StringIO()
+    assert sandbox_write(db, "SELECT 1 AS n WHERE false", empty, fmt="csv") == Written(0, 0)
+    assert empty.getvalue() == "n\n"
+    assert sandbox_query(db, "SELECT 1 AS n WHERE false", fmt="json") == "[]"
+
+
+def test_the_sql_command_says_on_stderr_how_many_rows_were_left_out(db: Path, capsys: pytest.CaptureFixture) -> None:
+    from rlaif.cli import main
+
+    assert main(["--db", str(db), "sql", "select * from range(20000)", "--format", "csv"]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 20001 and captured.err == ""
+    assert main(["--db", str(db), "sql", "select * from range(20000)", "--format", "jsonl", "--max-rows", "7"]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 7
+    assert captured.err == "rlaif sql: wrote 7 rows; 19993 more left out by --max-rows 7\n"
+    assert main(["--db", str(db), "sql", "select * from range(20000)"]) == 0
+    captured = capsys.readouterr()
+    assert "10000 more left out" in captured.out.splitlines()[-1] and "table's default of 10000 rows" in captured.err

@@ -95,14 +95,24 @@ def models_prepare(force: bool = typer.Option(False, help="Convert again even if
 @app.command()
 def sql(
     query: str = typer.Argument(..., help="One read-only SQL statement."),
-    format: str = typer.Option("table", "--format", "-f", help="table | csv | json"),
+    format: str = typer.Option("table", "--format", "-f", help="table | csv | json | jsonl"),
+    max_rows: Optional[int] = typer.Option(
+        None, min=0, help="Write at most N rows; standard error says how many were left out. Default: every row "
+                          "(the table format: 10000)."),
 ) -> None:
     """Query the database read-only (works while a flow is writing; files outside it cannot be read)."""
-    from rlaif.sandbox import sandbox_query
+    import sys
 
-    if format not in ("table", "csv", "json"):
-        raise UserError(f"--format must be table, csv or json, got {format!r}")
-    echo(sandbox_query(settings().db, query, fmt=format))
+    from rlaif.sandbox import FORMATS, TABLE_ROWS, sandbox_write
+
+    if format not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    written = sandbox_write(settings().db, query, sys.stdout, fmt=format, max_rows=max_rows)  # type: ignore[arg-type]
+    sys.stdout.flush()
+    if written.left_out:
+        limit = f"--max-rows {max_rows}" if max_rows is not None else f"the table's default of {TABLE_ROWS} rows"
+        print(f"rlaif sql: wrote {written.rows} rows; {written.left_out} more left out by {limit}",
+              file=sys.stderr, flush=True)
 
 
 @app.command()

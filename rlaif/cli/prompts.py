@@ -35,12 +35,20 @@ def inspect(
     info = inspect_source(source, prompt_column=prompt_column, helpful_column=helpful_column, db=db)
     check = info.check
     echo(f"source:  {info.source}")
-    echo(f"prompts: {info.count} ({_count(info.rows, 'row')}; {_count(check.duplicates, 'duplicate')}, "
-         f"{check.bad_total} bad, {check.helpful} helpful)")
+    if info.has_prompt_column:
+        echo(f"prompts: {info.count} ({_count(info.rows, 'row')}; {_count(check.duplicates, 'duplicate')}, "
+             f"{check.bad_total} bad, {check.helpful} helpful)")
+    else:
+        echo(f"prompts: none read ({_count(info.rows, 'row')}): no column {prompt_column!r} or 'messages'")
     echo(f"columns: {', '.join(info.columns) or '(none)'}")
     for record in info.sample:
         text = json.dumps(record.values, ensure_ascii=False, default=str)
         echo(f"row {record.row}: {text if len(text) <= _CELL_CHARS else text[:_CELL_CHARS - 3] + '...'}")
+    if not info.has_prompt_column:
+        echo(f"to read prompts from a column, pass --prompt-column {info.suggested[0]}" if info.suggested else
+             "no column holds text or a list of {role, content} turns; pass --prompt-column NAME")
+        if len(info.suggested) > 1:
+            echo(f"other candidates: {', '.join(info.suggested[1:])}")
     if check.bad_total:
         shown = check.bad_rows[:_SHOWN_BAD_ROWS]
         for bad in shown:

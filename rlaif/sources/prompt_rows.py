@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rlaif.engines.base import Message
@@ -60,6 +60,13 @@ class SourceInfo:
     columns: list[str]
     sample: list[Record]
     check: SourceCheck
+    prompt_column: str = "prompt"
+    suggested: list[str] = field(default_factory=list)  # likely prompt columns, when no row has prompt_column
+
+    @property
+    def has_prompt_column(self) -> bool:
+        """Whether any row has the prompt column (or ``messages``): else nothing was read as a prompt yet."""
+        return self.prompt_column in self.columns or MESSAGES in self.columns
 
 
 @dataclass(frozen=True)
@@ -69,10 +76,11 @@ class _Options:
     all_helpful: bool
 
 
-def _check_columns(source: str, names: tuple[str, ...], opts: _Options) -> None:
-    """A column the whole source lacks is one error, not a bad row per row (and cannot be skipped)."""
+def _check_columns(source: str, names: tuple[str, ...], opts: _Options, prompt: bool = True) -> None:
+    """A column the whole source lacks is one error, not a bad row per row (and cannot be skipped). ``prompt``
+    False checks the helpful column only (``inspect_source`` shows a source that lacks the prompt column)."""
     listed = ", ".join(names) or "none"
-    if opts.prompt_column not in names and MESSAGES not in names:
+    if prompt and opts.prompt_column not in names and MESSAGES not in names:
         raise ConfigError(f"{display_name(source)}: column {opts.prompt_column!r}: expected a column "
                           f"{opts.prompt_column!r} or {MESSAGES!r}, got columns: {listed}")
     if opts.helpful_column is not None and opts.helpful_column not in names and not opts.all_helpful:
@@ -149,14 +157,14 @@ def to_prompt(record: Record, opts: _Options) -> PromptRow | BadRow:
 class _Collapser:
     """Validates a reader's items and drops repeated prompt ids, counting what it drops."""
 
-    def __init__(self, source: str, opts: _Options):
-        self.source, self.opts = source, opts
+    def __init__(self, source: str, opts: _Options, check_prompt_column: bool = True):
+        self.source, self.opts, self.check_prompt_column = source, opts, check_prompt_column
         self.seen: set[int] = set()
         self.duplicates = 0
 
     def __call__(self, item: Columns | Record | BadRow) -> PromptRow | BadRow | None:
         if isinstance(item, Columns):
-            _check_columns(self.source, item.names, self.opts)
+            _check_columns(self.source, item.names, self.opts, prompt=self.check_prompt_column)
             return None
         row = to_prompt(item, self.opts) if isinstance(item, Record) else item
         if isinstance(row, PromptRow):
@@ -170,12 +178,12 @@ class _Collapser:
 
 def _stream(spec: Spec, opts: _Options, *, skip_bad_rows: bool, limit: int | None, db: Any,
             columns: list[str] | None, observe: Callable[[Columns | Record | BadRow], None] | None = None,
-            ) -> tuple[_Collapser, Iterator[PromptRow | BadRow]]:
+            check_prompt_column: bool = True) -> tuple[_Collapser, Iterator[PromptRow | BadRow]]:
     """The collapser (for its counts) and the generator of prompts and bad rows; the spec is checked now."""
     if limit is not None and limit < 1:
         raise ConfigError(f"limit: expected at least 1, got {limit}")
     source, items = open_source(spec, db=db, columns=columns)
-    collapse = _Collapser(source, opts)
+    collapse = _Collapser(source, opts, check_prompt_column)
 
     def generate() -> Iterator[PromptRow | BadRow]:
         taken = 0
@@ -251,7 +259,9 @@ def inspect_source(spec: Spec, *, prompt_column: str = "prompt", helpful_column:
                    db: Any = None) -> SourceInfo:
     """Read a whole source once, writing nothing: its columns, first rows, prompt count and every bad row's count.
 
-    Never raises for a bad row (they are counted in ``check``); a bad spec or a missing column still raises.
+    Never raises for a bad row (they are counted in ``check``); a bad spec or a missing helpful column still
+    raises. A source with no prompt column (nor ``messages``) is shown all the same, with ``suggested`` columns
+    to pass as ``prompt_column``.
     """
     opts = _options(prompt_column, helpful_column, False)
     columns: dict[str, None] = {}  # insertion-ordered set: the schema, or every key JSON Lines rows used
@@ -269,6 +279,37 @@ def inspect_source(spec: Spec, *, prompt_column: str = "prompt", helpful_column:
             if len(sample) < SAMPLE_ROWS:
                 sample.append(item)
 
-    collapse, stream = _stream(spec, opts, skip_bad_rows=True, limit=None, db=db, columns=None, observe=observe)
+    collapse, stream = _stream(spec, opts, skip_bad_rows=True, limit=None, db=db, columns=None, observe=observe,
+                               check_prompt_column=False)
     check = _tally(stream, collapse)
-    return SourceInfo(collapse.source, check.count, rows, list(columns), sample, check)
+    info = SourceInfo(collapse.source, check.count, rows, list(columns), sample, check, opts.prompt_column)
+    if info.has_prompt_column:
+        return info
+    return replace(info, check=replace(check, bad_rows=[], bad_total=0), suggested=suggest_prompt_columns(sample))
+
+
+# Column names that usually hold the prompt in public datasets, best first.
+_PROMPT_NAMES = ("question", "instruction", "query", "input", "text", "conversation", "conversations", "request",
+                 "problem", "content")
+
+
+def suggest_prompt_columns(sample: list[Record]) -> list[str]:
+    """Columns of the sample rows that could be the prompt, likeliest first: a usual name, then text or a list of
+    turns, longer text first. Empty when no column holds text."""
+    lengths: dict[str, list[int]] = {}
+    for record in sample:
+        for name, value in record.values.items():
+            if isinstance(value, str) and value.strip() and not _is_number(value):  # CSV ids are text too
+                lengths.setdefault(name, []).append(len(value))
+            elif isinstance(value, (list, tuple)) and not isinstance(_turns(value), str):
+                lengths.setdefault(name, []).append(sum(len(t["content"]) for t in value))
+    usual = {name: i for i, name in enumerate(_PROMPT_NAMES)}
+    return sorted(lengths, key=lambda n: (usual.get(n.lower(), len(usual)), -sum(lengths[n]) / len(lengths[n])))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
