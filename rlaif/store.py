@@ -16,7 +16,6 @@ CLI should import it inside the commands that touch the database, so ``rlaif --h
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import sys
@@ -390,32 +389,12 @@ def _apply_migration(con: duckdb.DuckDBPyConnection, version: int, name: str, pa
 
 # -- dataset export -------------------------------------------------------------------------------------------
 
-_EXPORT_FORMATS = {".parquet": "parquet", ".jsonl": "json"}
-_EXPORT_QUERIES = {"sft": "export_sft.sql", "prefs": "export_prefs.sql"}
-
 
 def export_dataset(db: str | Path, dataset: Literal["sft", "prefs"], out: str | Path) -> int:
-    """Write a TRL-ready dataset (storage/export_<dataset>.sql) to ``out`` (.parquet or .jsonl); returns rows.
+    """Write a dataset in the raw format (storage/export_<dataset>.sql) to ``out``; returns its rows.
 
-    The file is written next to ``out`` under a temporary name and renamed when complete, so a crash or a full
-    disk never leaves a half file at ``out``.
+    Kept for callers from before ``rlaif.exports``, which has the TRL formats, filters and the dataset card.
     """
-    out = Path(out)
-    fmt = _EXPORT_FORMATS.get(out.suffix.lower())
-    if fmt is None:
-        raise ConfigError(f"{out}: unknown file type {out.suffix!r}; expected one of: .parquet, .jsonl")
-    if dataset not in _EXPORT_QUERIES:
-        raise ConfigError(f"unknown dataset {dataset!r}; expected one of: sft, prefs")
-    query = (data_dir("storage") / _EXPORT_QUERIES[dataset]).read_text(encoding="utf-8").strip().rstrip(";")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    target = str(tmp).replace("'", "''")
-    try:
-        with Store(db).connect(read_only=True) as con:
-            (count,) = con.execute(f"COPY (\n{query}\n) TO '{target}' (FORMAT {fmt})").fetchone()
-        os.replace(tmp, out)
-    except duckdb.Error as exc:
-        raise StoreError(f"cannot export {dataset} to {out}: {error_line(exc)}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return int(count)
+    from rlaif.exports.formats import write_export
+
+    return write_export(db, dataset, "raw", out).rows

@@ -171,7 +171,7 @@ def test_demo_sql_and_export_on_the_fake_engine(tmp_path, capsys):
 
 def test_unknown_dataset_and_format_are_user_errors(tmp_path, capsys):
     assert main(["--db", str(tmp_path / "x.duckdb"), "export", "both", "--out", "x.parquet"]) == 2
-    assert "sft or prefs" in capsys.readouterr().err
+    assert "expected one of: sft, prefs, kto, rm" in capsys.readouterr().err
     assert main(["sql", "SELECT 1", "--format", "xml"]) == 2
 
 

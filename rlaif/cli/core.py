@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -117,16 +117,44 @@ def sql(
 
 @app.command()
 def export(
-    dataset: str = typer.Argument(..., help="sft | prefs"),
-    out: Path = typer.Option(..., help="Output file: .parquet or .jsonl"),
+    dataset: str = typer.Argument(..., help="sft | prefs | kto | rm"),
+    out: Path = typer.Option(..., help="Where to write: a .parquet or .jsonl file, or a folder (no suffix) for "
+                                       "datasets' save_to_disk. The dataset card (README.md) goes in the same folder."),
+    format: str = typer.Option("trl", "--format", "-f", help="trl: the columns TRL's trainers read, as message "
+                                                             "lists; raw: strings and lineage columns."),
+    run: Optional[str] = typer.Option(None, help="Only rows of this run id."),
+    split: Optional[str] = typer.Option(None, help="Only this split: train | eval (from the prompts table)."),
+    consistent_only: bool = typer.Option(False, help="prefs/kto/rm: only pairs whose two orders agreed."),
+    min_margin: Optional[float] = typer.Option(
+        None, help="prefs/kto/rm: only pairs with |2 p_chosen - 1| >= X (the view's `confidence`)."),
+    license: str = typer.Option("other", help="The license the dataset card declares (a Hub license id)."),
+    push_to_hub: Optional[str] = typer.Option(
+        None, help="Then upload the export and its card to this Hub dataset repo (OWNER/NAME; needs "
+                   "HF_HUB_OFFLINE=0 and a token)."),
+    private: bool = typer.Option(False, help="With --push-to-hub: create the repository private."),
 ) -> None:
-    """Export a dataset view in the columns TRL reads (messages / prompt+completion; prompt, chosen, rejected)."""
-    from rlaif.store import export_dataset
+    """Export a dataset for training elsewhere (TRL's SFT, DPO, KTO and reward trainers), with a dataset card."""
+    import shlex
 
-    if dataset not in ("sft", "prefs"):
-        raise UserError(f"dataset must be sft or prefs, got {dataset!r}")
-    rows = export_dataset(settings().db, dataset, out)  # type: ignore[arg-type]
-    echo(f"wrote {rows} rows to {out}")
+    from rlaif.exports import Filters, export_dataset
+    from rlaif.exports import push_to_hub as push
+
+    filters = Filters(run=run, split=split, consistent_only=consistent_only, min_confidence=min_margin)
+    argv = _export_argv(dataset, out, format, filters) + (["--license", license] if license != "other" else [])
+    done = export_dataset(settings().db, dataset, out, fmt=format, filters=filters, license=license,
+                          command=shlex.join(argv))
+    echo(f"wrote {done.rows} rows to {done.path} ({done.kind}) and its card to {done.folder / 'README.md'}")
+    if push_to_hub:
+        echo(f"pushed to {push(done, push_to_hub, private=private)}")
+
+
+def _export_argv(dataset: str, out: Path, fmt: str, filters: Any) -> list[str]:
+    """The export's command line in full (defaults spelled out), for the dataset card."""
+    argv = ["rlaif", "export", dataset, "--out", str(out), "--format", fmt]
+    argv += ["--run", filters.run] if filters.run else []
+    argv += ["--split", filters.split] if filters.split else []
+    argv += ["--consistent-only"] if filters.consistent_only else []
+    return argv + (["--min-margin", str(filters.min_confidence)] if filters.min_confidence is not None else [])
 
 
 @app.command()
