@@ -145,7 +145,11 @@ def write_export(db: str | Path, dataset: str, fmt: str, out: str | Path, filter
 
 def _save_to_disk(con: Any, query: str, params: dict[str, Any], folder: Path) -> int:
     """The query's rows as a ``save_to_disk`` folder: Arrow straight from DuckDB, so column types carry over."""
-    import datasets
+    try:
+        import datasets
+    except ImportError:
+        raise ConfigError("a save_to_disk folder needs the datasets package (pip install datasets); or write a "
+                          ".parquet or .jsonl file") from None
 
     table = con.sql(query, params=params).to_arrow_table()
     shown = not datasets.are_progress_bars_disabled()
