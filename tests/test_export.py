@@ -247,6 +247,24 @@ def test_the_export_command(db: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     assert "unknown file type '.csv'" in capsys.readouterr().err
 
 
+def test_the_export_command_pushes_after_writing(db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    import huggingface_hub
+
+    from rlaif.cli import main
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHfApi)
+    monkeypatch.setattr(FakeHfApi, "calls", [])
+    out = tmp_path / "rm.parquet"
+    assert main(["--db", str(db), "export", "rm", "--out", str(out), "--push-to-hub", "me/rm"]) == 2  # offline
+    assert "set HF_HUB_OFFLINE=0" in capsys.readouterr().err and out.is_file() and FakeHfApi.calls == []
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    assert main(["--db", str(db), "export", "rm", "--out", str(out), "--push-to-hub", "me/rm", "--private"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "pushed to https://huggingface.co/datasets/me/rm/commit/1"
+    assert [name for name, _ in FakeHfApi.calls] == ["init", "create_repo", "upload_folder"]
+    assert FakeHfApi.calls[1][1]["private"] is True
+
+
 # -- writing safely ---------------------------------------------------------------------------------------------
 
 def test_export_replaces_the_file_whole_and_leaves_no_temp_file(db: Path, tmp_path: Path) -> None:
