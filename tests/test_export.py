@@ -307,8 +307,7 @@ def test_a_failing_export_leaves_nothing_behind(tmp_path: Path) -> None:
 
 # -- pairs decided by votes (an engine without log-probs) ----------------------------------------------------------
 
-def test_a_pair_decided_by_votes_trains_with_its_vote_share(tmp_path: Path) -> None:
-    from tiny_model import make_tiny_model_dir
+def test_a_pair_decided_by_votes_trains_with_its_vote_share(tmp_path: Path, tiny_dir: Path) -> None:
     from transformers import AutoTokenizer
 
     from rlaif.train.data import pair_examples, read_preference_rows
@@ -320,6 +319,6 @@ def test_a_pair_decided_by_votes_trains_with_its_vote_share(tmp_path: Path) -> N
     (view,) = store.fetch("SELECT p_chosen, vote_chosen, confidence, chosen FROM preference_dataset")
     assert view == {"p_chosen": None, "vote_chosen": 1.0, "confidence": 1.0, "chosen": "pair1 B"}
     rows = read_preference_rows(store)
-    tok = AutoTokenizer.from_pretrained(make_tiny_model_dir(tmp_path / "tiny"))
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
     (example,), skipped = pair_examples(rows, tok, end_of_turn=["<|im_end|>"], max_length=64)
     assert (skipped, example.p_chosen) == (0, 1.0)
