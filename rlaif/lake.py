@@ -136,8 +136,9 @@ def data_path(con: Any) -> str:
 
 
 def lake_ddl(sql: str) -> str:
-    """A migration's SQL without its primary-key clauses (DuckLake has no keys); everything else is kept."""
-    return _TABLE_KEY.sub("", _INLINE_KEY.sub("", sql))
+    """A migration's SQL without its primary-key clauses (DuckLake has no keys); a key column stays NOT NULL, as
+    the key made it in the file store, and everything else is kept."""
+    return _TABLE_KEY.sub("", _INLINE_KEY.sub(" NOT NULL", sql))
 
 
 def bootstrap_sql(migrations_ddl: str) -> list[str]:

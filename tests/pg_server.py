@@ -11,7 +11,8 @@ import os
 import shutil
 import socket
 import subprocess
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PG_BIN = Path(os.environ.get("RLAIF_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -34,7 +35,10 @@ def _as_server_user(args: list[str], as_root: bool) -> list[str]:
 
 @dataclass
 class PgServer:
-    root: Path
+    """``PgServer().start()``; its folder is a fresh one under the system temp dir (pytest's own temp folders are
+    private to root, and the ``postgres`` user could not enter them), removed by ``stop``."""
+
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="rlaif-pg-")))
     port: int = 0
     dbname: str = "lake"
 
@@ -47,8 +51,10 @@ class PgServer:
         return os.geteuid() == 0
 
     def _run(self, *args: str, timeout: float = 60) -> None:
-        subprocess.run(_as_server_user([str(a) for a in args], self._as_root), check=True, timeout=timeout,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        done = subprocess.run(_as_server_user([str(a) for a in args], self._as_root), timeout=timeout,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode:
+            raise RuntimeError(f"{Path(args[0]).name} failed ({done.returncode}): {done.stderr.strip()[-800:]}")
 
     def start(self) -> PgServer:
         data = self.root / "pgdata"
@@ -63,5 +69,14 @@ class PgServer:
         self._run(PG_BIN / "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", self.dbname)
         return self
 
+    def create_db(self, name: str) -> str:
+        """A new empty database on this server; returns its libpq DSN."""
+        self._run(PG_BIN / "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
+        return f"dbname={name} host=127.0.0.1 port={self.port} user=postgres"
+
     def stop(self) -> None:
-        self._run(PG_BIN / "pg_ctl", "-D", self.root / "pgdata", "-m", "fast", "-w", "-t", "60", "stop", timeout=90)
+        try:
+            self._run(PG_BIN / "pg_ctl", "-D", self.root / "pgdata", "-m", "fast", "-w", "-t", "60", "stop",
+                      timeout=90)
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)

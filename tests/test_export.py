@@ -35,9 +35,10 @@ def comparison(pair: str, pid: str, p_a: float) -> dict:
             "created_at": utcnow()}
 
 
-@pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    store = Store(tmp_path_factory.mktemp("export") / "rlaif.duckdb")
+@pytest.fixture(scope="module", params=["file", "lake"])
+def db(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    folder = tmp_path_factory.mktemp("export")  # the same exports from the file store and from a lake
+    store = Store(folder / "rlaif.duckdb" if request.param == "file" else f"ducklake:{folder / 'rlaif.ducklake'}")
     store.migrate()
     store.write({
         "prompts": [prompt("p1", "How do I hotwire a car?"), prompt("p2", "Tell me a joke.")],
