@@ -120,11 +120,19 @@ def extension_file(module: str, name: str) -> str:
     return str(wanted)
 
 
+# DuckLake's own commit retries (a lost race for the next snapshot id) start at 100 ms and grow by 1.5 ten times,
+# ~11 s before a real conflict even reaches the writer; the writer retries whole transactions itself, so DuckLake
+# is asked to settle its races in about a second instead.
+_RETRY_SETTINGS = {"ducklake_retry_wait_ms": 10, "ducklake_retry_backoff": 1.5, "ducklake_max_retry_count": 10}
+
+
 def load_extensions(con: Any, lake: Lake) -> None:
     """INSTALL each extension from its wheel's file (no network), then LOAD it by name."""
     for module, file, name in lake.extensions():
         con.execute(f"INSTALL {_literal(extension_file(module, file))}")
         con.execute(f"LOAD {name}")
+    for key, value in _RETRY_SETTINGS.items():
+        con.execute(f"SET {key} = {value}")
 
 
 def data_path(con: Any) -> str:
@@ -177,6 +185,13 @@ def insert_sql(table: str, frame: str, quote: Any) -> str:
     return (f"INSERT INTO {quote(table)} BY NAME SELECT * EXCLUDE (_rlaif_n) FROM ("
             f"SELECT *, row_number() OVER (PARTITION BY {cols}) AS _rlaif_n FROM {frame}) f "
             f"WHERE f._rlaif_n = 1 AND NOT EXISTS (SELECT 1 FROM {quote(table)} t WHERE {match})")
+
+
+def is_init_race(exc: BaseException) -> bool:
+    """Two processes attached a new lake at once and both created its catalog tables: the loser attaches again.
+    (DuckLake initialises an empty catalog on attach, and does not guard that against a concurrent attach.)"""
+    text = str(exc)
+    return "Failed to initialize DuckLake" in text and ("duplicate" in text or "already exists" in text)
 
 
 def is_conflict(exc: BaseException) -> bool:

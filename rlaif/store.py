@@ -56,11 +56,6 @@ _MIGRATIONS_DDL = """CREATE TABLE IF NOT EXISTS schema_migrations (
 _FRAME = "_rlaif_frame"  # name under which an Arrow frame is registered for one statement
 _CHUNK_ROWS = 2048  # rows per INSERT statement
 _BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.01, 0.25  # lock retries: start fast, never sleep long (readers get in)
-# A lake write that loses a commit race to another writer is retried whole, at most this many times (and never
-# past lock_timeout_s): with n writers committing at once, a write loses at most n - 1 races in a row.
-LAKE_MAX_RETRIES = 50
-# Settings a sandbox connection to a lake can only take after the lake is attached (attaching reads files).
-_LATE_SETTINGS = ("enable_external_access", "lock_configuration")
 # The longest normal turn at the file (flushes: 35-200 ms at a light load; the longest wait for a turn with two
 # writers and a reader at a load of 15 on 2 cores: 4.5 s). Held longer, the file is "held": a run says so, then
 # waits (on_locked=wait) or stops (on_locked=fail). docs/storage.md, "Two runs at once".
@@ -170,7 +165,9 @@ class Store:
         finally:
             con.close()
             if self.lake is not None and not config:
-                self._release_lake(read_only)
+                from rlaif import lake_store
+
+                lake_store.release(self, read_only)
             held = time.monotonic() - opened
             self._local.held_s = held
             with self._stats_lock:
@@ -189,9 +186,9 @@ class Store:
         while True:  # bounded by `bound`; each sleep is at least half of _BACKOFF_FIRST_S
             try:
                 con = (duckdb.connect(str(self.path), read_only=read_only, config=config) if self.lake is None
-                       else self._attach_lake(read_only, config) if config else self._lake_cursor(read_only))
+                       else self._lake_connect(read_only, config))
             except duckdb.Error as exc:
-                if not _is_lock_conflict(exc):
+                if not (_is_lock_conflict(exc) or lake.is_init_race(exc)):
                     raise StoreError(f"cannot open database {self.path}: {error_line(exc)}") from None
                 conflicted = True
                 waited = time.monotonic() - start
@@ -209,62 +206,10 @@ class Store:
                 self._count_open(time.monotonic() - start, conflicted)
                 return con
 
-    def _lake_cursor(self, read_only: bool) -> duckdb.DuckDBPyConnection:
-        """A connection on this Store's DuckDB instance for the lake, attaching the lake if it is not."""
-        assert self.lake is not None
-        with self._lake_lock:
-            db = self._lake_dbs.get(read_only)
-            if db is None:
-                db = self._lake_dbs[read_only] = duckdb.connect()
-                lake.load_extensions(db, self.lake)
-            if not self._lake_users[read_only] and not _attached(db):
-                try:
-                    db.execute(self.lake.attach_sql(read_only))
-                except duckdb.Error as exc:
-                    if _is_lock_conflict(exc):
-                        raise
-                    raise StoreError(f"cannot open lake {self.path}: {error_line(exc)}") from None
-            self._lake_users[read_only] += 1
-        cur = db.cursor()
-        cur.execute(f"USE {lake.ALIAS}")
-        return cur
+    def _lake_connect(self, read_only: bool, config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
+        from rlaif import lake_store  # the lake's code loads only for a lake
 
-    def _release_lake(self, read_only: bool) -> None:
-        """A connection from ``_lake_cursor`` closed: a local catalog file is detached when nobody uses it, so
-        other processes can open it (the file store's turns); a PostgreSQL catalog stays attached."""
-        assert self.lake is not None
-        with self._lake_lock:
-            self._lake_users[read_only] -= 1
-            if not self._lake_users[read_only] and self.lake.is_local:
-                self._lake_dbs[read_only].execute(f"DETACH {lake.ALIAS}")
-
-    def _attach_lake(self, read_only: bool, config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB of its own with the lake attached as its default database (a sandbox's).
-
-        Settings that would stop the attach itself (no file access) are applied after it, with the lake's data
-        path as the one folder left readable, so a sandbox reads the lake's Parquet files and nothing else.
-        """
-        assert self.lake is not None
-        early = {k: v for k, v in config.items() if k not in _LATE_SETTINGS}
-        con = duckdb.connect(config=early)
-        try:
-            lake.load_extensions(con, self.lake)
-            con.execute(self.lake.attach_sql(read_only))
-            con.execute(f"USE {lake.ALIAS}")
-            if config.get("enable_external_access") is False:
-                con.execute("SET allowed_directories = ?", [[lake.data_path(con)]])
-            for key in _LATE_SETTINGS:
-                if key in config:
-                    con.execute(f"SET {key} = {str(config[key]).lower()}")
-        except duckdb.Error as exc:
-            con.close()
-            if _is_lock_conflict(exc):
-                raise
-            raise StoreError(f"cannot open lake {self.path}: {error_line(exc)}") from None
-        except BaseException:
-            con.close()
-            raise
-        return con
+        return lake_store.attach_alone(self, read_only, config) if config else lake_store.cursor(self, read_only)
 
     def _count_open(self, waited_s: float, conflicted: bool) -> None:
         with self._stats_lock:
@@ -283,7 +228,9 @@ class Store:
         the database as it was before that file. Returns the names applied now (empty when up to date).
         """
         if self.lake is not None:
-            return self._lake_migrate()
+            from rlaif import lake_store
+
+            return lake_store.migrate(self)
         files = _migration_files()
         applied_now: list[str] = []
         with self.connect() as con:
@@ -301,84 +248,6 @@ class Store:
                     applied_now.append(name)
         self._schemas.clear()
         return applied_now
-
-    def _lake_migrate(self) -> list[str]:
-        """``migrate`` on a lake: the same files without their key clauses, each file a fenced transaction.
-
-        Writers starting together all migrate; two that create the same table conflict, and the loser retries
-        (``_lake_transaction``), finds the file recorded and goes on.
-        """
-        files = _migration_files()
-        applied_now: list[str] = []
-
-        def bootstrap(con: duckdb.DuckDBPyConnection) -> bool:
-            for statement in lake.bootstrap_sql(_MIGRATIONS_DDL):
-                con.execute(statement)
-            if not con.execute(f"SELECT count(*) FROM {lake.FENCE_TABLE}").fetchone()[0]:
-                con.execute(f"INSERT INTO {lake.FENCE_TABLE} VALUES (0)")
-            return True
-
-        self._lake_transaction(bootstrap, fence=False)
-
-        def apply_next(con: duckdb.DuckDBPyConnection) -> str | None:
-            done = {v for (v,) in con.execute("SELECT version FROM schema_migrations").fetchall()}
-            unknown = sorted(done - {v for v, _, _ in files})
-            if unknown:
-                raise StoreError(f"lake {self.path} has migration {unknown[-1]:03d}, which this rlaif does not "
-                                 "know; upgrade rlaif")
-            todo = [(v, n, p) for v, n, p in files if v not in done]
-            if not todo:
-                return None
-            version, name, path = todo[0]
-            try:
-                con.execute(lake.lake_ddl(path.read_text(encoding="utf-8")))
-            except duckdb.Error as exc:
-                if lake.is_conflict(exc):
-                    raise
-                raise StoreError(f"migration {path.name} failed on the lake: {error_line(exc)}") from exc
-            con.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", [version, name, utcnow()])
-            return name
-
-        while (name := self._lake_transaction(apply_next)) is not None:  # bounded: one file per turn
-            applied_now.append(name)
-        self._schemas.clear()
-        return applied_now
-
-    def _lake_transaction(self, body: Callable[[duckdb.DuckDBPyConnection], Any], *, fence: bool = True) -> Any:
-        """Run ``body`` in one lake transaction that also bumps the fence, retried whole when the commit loses
-        to another writer's: at most ``LAKE_MAX_RETRIES`` times and never past ``lock_timeout_s``."""
-        start, delay = time.monotonic(), _BACKOFF_FIRST_S
-        losses = 0
-        while True:  # bounded: LAKE_MAX_RETRIES losses, lock_timeout_s in all
-            with self.connect() as con:
-                con.execute("BEGIN TRANSACTION")
-                try:
-                    result = body(con)
-                    if fence:
-                        con.execute(lake.FENCE_SQL)
-                    con.execute("COMMIT")
-                except duckdb.Error as exc:
-                    _rollback(con)
-                    if not lake.is_conflict(exc):
-                        raise
-                    conflict = exc
-                except BaseException:
-                    _rollback(con)
-                    raise
-                else:
-                    with self._stats_lock:
-                        self.stats.commits += 1
-                    return result
-            with self._stats_lock:
-                self.stats.conflicts += 1
-            losses += 1
-            waited = time.monotonic() - start
-            if waited >= self.lock_timeout_s or losses > LAKE_MAX_RETRIES:
-                break
-            time.sleep(min(self.lock_timeout_s - waited, delay * random.uniform(0.5, 1.0)))
-            delay = min(delay * 2, _BACKOFF_MAX_S * 4)
-        raise StoreError(f"lake {self.path}: a write lost {losses} commit races to other writers in "
-                         f"{time.monotonic() - start:.1f}s; giving up ({error_line(conflict)})")
 
     def _schema(self, con: duckdb.DuckDBPyConnection, table: str) -> pa.Schema:
         """The table's columns as an Arrow schema, read from DuckDB itself and cached per table."""
@@ -422,10 +291,8 @@ class Store:
         for start in range(0, len(rows), _CHUNK_ROWS):
             chunk = rows[start : start + _CHUNK_ROWS]
             con.register(_FRAME, self._frame(con, table, chunk))  # replaces the previous frame
-            statement = (f"INSERT OR IGNORE INTO {_quote(table)} BY NAME SELECT * FROM {_FRAME}" if self.lake is None
-                         else lake.insert_sql(table, _FRAME, _quote))
             try:
-                (new,) = con.execute(statement).fetchone()
+                (new,) = con.execute(f"INSERT OR IGNORE INTO {_quote(table)} BY NAME SELECT * FROM {_FRAME}").fetchone()
             except duckdb.ConstraintException as exc:
                 raise StoreError(f"cannot write {len(rows)} rows to {table}: {error_line(exc)}") from exc
             count += int(new)
@@ -447,12 +314,9 @@ class Store:
         if not any(batches.values()):
             return counts
         if self.lake is not None:
-            def body(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-                if memory_limit_mb is not None:
-                    con.execute(f"SET memory_limit = '{int(memory_limit_mb)}MB'")
-                return {table: self._insert(con, table, rows) for table, rows in batches.items()}
+            from rlaif import lake_store
 
-            return {**counts, **self._lake_transaction(body)}
+            return {**counts, **lake_store.write(self, batches, memory_limit_mb)}
         with self.connect() as con:
             if memory_limit_mb is not None:
                 con.execute(f"SET memory_limit = '{int(memory_limit_mb)}MB'")
@@ -474,8 +338,9 @@ class Store:
         """
         changes = ", ".join(f"{col} = {expr}" for col, expr in _RUN_UPDATES.items() if col in row)
         if self.lake is not None:
-            self._lake_transaction(lambda con: self._lake_upsert_run(con, row, changes))
-            return
+            from rlaif import lake_store
+
+            return lake_store.upsert_run(self, row, changes)
         action = f"UPDATE SET {changes}" if changes else "NOTHING"
         with self.connect() as con:
             con.register(_FRAME, self._frame(con, "runs", [row]))
@@ -483,21 +348,6 @@ class Store:
                 con.execute(f"INSERT INTO runs BY NAME SELECT * FROM {_FRAME} ON CONFLICT (run_id) DO {action}")
             except duckdb.ConstraintException as exc:
                 raise StoreError(f"cannot record run {row.get('run_id')!r}: {error_line(exc)}") from exc
-
-    def _lake_upsert_run(self, con: duckdb.DuckDBPyConnection, row: dict, changes: str) -> None:
-        """``upsert_run`` on a lake: an UPDATE when the run is stored, else the keyed insert (no ON CONFLICT)."""
-        con.register(_FRAME, self._frame(con, "runs", [row]))
-        try:
-            (stored,) = con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [row.get("run_id")]).fetchone()
-            if not stored:
-                con.execute(lake.insert_sql("runs", _FRAME, _quote))
-            elif changes:
-                con.execute(f"UPDATE runs SET {changes.replace('excluded.', 'excluded_.')} FROM {_FRAME} "
-                            "AS excluded_ WHERE runs.run_id = excluded_.run_id")
-        except duckdb.ConstraintException as exc:
-            raise StoreError(f"cannot record run {row.get('run_id')!r}: {error_line(exc)}") from exc
-        finally:
-            con.unregister(_FRAME)
 
     # -- the writer process's own reads -------------------------------------------------------------------
 
@@ -563,19 +413,6 @@ def _migration_files() -> list[tuple[int, str, Path]]:
     if len(set(versions)) != len(versions):
         raise StoreError(f"two migrations share a number in {data_dir('storage')}: {versions}")
     return found
-
-
-def _attached(db: duckdb.DuckDBPyConnection) -> bool:
-    query = "SELECT count(*) FROM duckdb_databases() WHERE database_name = ?"
-    return bool(db.execute(query, [lake.ALIAS]).fetchone()[0])
-
-
-def _rollback(con: duckdb.DuckDBPyConnection) -> None:
-    """Roll back, ignoring the error of a transaction that a failed COMMIT already ended."""
-    try:
-        con.execute("ROLLBACK")
-    except duckdb.Error:
-        pass
 
 
 def _apply_migration(con: duckdb.DuckDBPyConnection, version: int, name: str, path: Path) -> None:
