@@ -15,11 +15,26 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PG_BIN = Path(os.environ.get("RLAIF_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _pg_bin() -> Path:
+    """Debian's newest installed PostgreSQL (``/usr/lib/postgresql/N/bin``), or ``RLAIF_PG_BIN``."""
+    if os.environ.get("RLAIF_PG_BIN"):
+        return Path(os.environ["RLAIF_PG_BIN"])
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
 
 
-def available() -> bool:
-    return (PG_BIN / "initdb").is_file() and (PG_BIN / "pg_ctl").is_file()
+PG_BIN = _pg_bin()
+
+
+def require() -> None:
+    """Skip where PostgreSQL is missing, as the browser test does for chromium; on CI (CI set) fail instead."""
+    import pytest
+
+    if not ((PG_BIN / "initdb").is_file() and (PG_BIN / "pg_ctl").is_file()):
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is missing on CI ({PG_BIN}): ./setup.sh --dev installs it")
+        pytest.skip(f"no PostgreSQL at {PG_BIN} (./setup.sh --dev installs Debian's package where apt is available)")
 
 
 def _free_port() -> int:

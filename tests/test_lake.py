@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from pg_server import PgServer
+from pg_server import PgServer, require
 
 from rlaif import lake
 from rlaif.errors import StoreError
@@ -21,6 +21,7 @@ from rlaif.store import Store, utcnow
 
 @pytest.fixture(scope="module")
 def pg():
+    require()
     server = PgServer().start()
     yield server
     server.stop()
@@ -114,3 +115,33 @@ def test_the_sandbox_on_a_lake_reads_and_refuses_writes_files_and_the_catalog(pg
     ]:
         with pytest.raises(StoreError, match=message):
             sandbox_query(db, sql)
+
+
+def test_training_reads_a_lake_and_records_its_run_and_checkpoints_there(tiny_dir, tmp_path: Path) -> None:
+    from train_helpers import crafted_store, metric
+
+    from rlaif.train.options import SftOptions
+    from rlaif.train.sft import train_sft
+
+    store = crafted_store(Path(f"ducklake:{tmp_path / 'train.ducklake'}"), pairs=12)
+    assert store.lake is not None
+    options = SftOptions(lr=1e-3, batch_size=4, micro_batch_size=2, max_steps=6, save_every=3)
+    result = train_sft(store, options=options, base_model="tiny", base_path=tiny_dir, out_dir=tmp_path / "out",
+                       device="cpu", log=lambda _: None)
+    before, after = metric(store, result.run_id, "loss", "train")
+    assert after < before
+    (run,) = store.fetch("SELECT status, steps_done FROM train_runs")
+    assert run == {"status": "completed", "steps_done": 6}
+    steps = [r["step"] for r in store.fetch("SELECT step FROM train_checkpoints WHERE kind = 'resume' ORDER BY step")]
+    assert steps == [3, 6]
+
+
+def test_the_report_renders_from_a_lake(tmp_path: Path) -> None:
+    from train_helpers import crafted_store
+
+    from rlaif.report.build import write_report
+
+    db = f"ducklake:{tmp_path / 'r.ducklake'}"
+    crafted_store(Path(db), pairs=6)
+    page = write_report(db, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<html" in page.lower() and len(page) > 10_000

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from pg_server import PgServer
+from pg_server import PgServer, require
 
 from rlaif.prompts import make_prompt
 from rlaif.store import Store
@@ -25,7 +25,7 @@ from rlaif.store import Store
 ROOT = Path(__file__).resolve().parents[1]
 CALLS_PER_PROMPT = 5  # respond, critique, revise, judge in both orders
 SHARDED = [f"Give me one short tip about topic number {i}." for i in range(36)]
-KILLED = [f"Name one good book about subject number {i}." for i in range(40)]
+KILLED = [f"Name one good book about subject number {i}." for i in range(60)]
 SCRIPT = """
 import asyncio, sys
 from rlaif.engines.fake import FakeEngine
@@ -54,6 +54,7 @@ KEYS = {"generations": "key", "attempts": "attempt_id", "prompts": "prompt_id", 
 
 @pytest.fixture(scope="module")
 def pg():
+    require()
     server = PgServer().start()
     yield server
     server.stop()
@@ -127,18 +128,20 @@ def test_three_shard_workers_and_a_killed_fourth_write_one_lake(pg: PgServer, tm
     assert [r["status"] for r in runs] == ["completed"] * 3
 
     killed_source, first, second = _source(tmp_path, "killed", KILLED), tmp_path / "first.log", tmp_path / "2.log"
-    proc = subprocess.Popen(_generate(tmp_path, db, first, killed_source, 0.05), env=env, cwd=tmp_path,
+    proc = subprocess.Popen(_generate(tmp_path, db, first, killed_source, 0.1), env=env, cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    total = len(KILLED) * CALLS_PER_PROMPT
+    total, before = len(KILLED) * CALLS_PER_PROMPT, len(SHARDED) * CALLS_PER_PROMPT
     deadline = time.monotonic() + 180
-    while len(_lines(first)) < total // 2 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while proc.poll() is None and time.monotonic() < deadline:  # until some of its rows are committed
+        if store.fetch("SELECT count(*) AS n FROM generations")[0]["n"] > before + 10:
+            break
+        time.sleep(0.1)
     assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     proc.stderr.close()
     stored = {r["key"] for r in store.fetch("SELECT key FROM generations")}
-    assert len(SHARDED) * CALLS_PER_PROMPT < len(stored) < len(SHARDED) * CALLS_PER_PROMPT + total
+    assert before < len(stored) < before + total, "the kill must land mid-run, after some rows were committed"
 
     done = subprocess.run(_generate(tmp_path, db, second, killed_source, 0.0), env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
