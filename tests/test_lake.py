@@ -8,6 +8,7 @@ a temporary data directory and a free loopback port, and stopped at the end.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,26 @@ def test_the_report_renders_from_a_lake(tmp_path: Path) -> None:
     crafted_store(Path(db), pairs=6)
     page = write_report(db, tmp_path / "report.html").read_text(encoding="utf-8")
     assert "<html" in page.lower() and len(page) > 10_000
+
+
+def test_a_write_that_keeps_losing_commit_races_gives_up_bounded(tmp_path: Path, monkeypatch) -> None:
+    import duckdb
+
+    from rlaif import lake_store
+
+    store = Store(f"ducklake:{tmp_path / 'cat.ducklake'}", lock_timeout_s=60)
+    store.migrate()
+    monkeypatch.setattr(lake_store, "MAX_RETRIES", 3)
+
+    def always_loses(con):
+        raise duckdb.TransactionException("Failed to commit DuckLake transaction. Transaction conflict - test")
+
+    started = time.monotonic()
+    with pytest.raises(StoreError, match="lost 4 commit races"):
+        lake_store.transaction(store, always_loses)
+    assert store.stats.conflicts == 4 and time.monotonic() - started < 30
+    monkeypatch.setattr(lake_store, "MAX_RETRIES", 10_000)
+    started = time.monotonic()
+    with pytest.raises(StoreError, match=r"lost \d+ commit races"):  # now the time bound ends it, not the count
+        lake_store.transaction(store, always_loses, budget_s=0.3)
+    assert 4 < store.stats.conflicts < 4 + 10_000 and time.monotonic() - started < 15
