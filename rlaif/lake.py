@@ -109,8 +109,8 @@ def extension_file(module: str, name: str) -> str:
 
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise StoreError(f"a ducklake: database needs the {module.replace('_', '-')} package "
-                         f"(pip install 'rlaif[lake]' or ./setup.sh)")
+        raise StoreError(f"a ducklake: database needs the {module.replace('_', '-')} package, one of rlaif's "
+                         "dependencies: reinstall rlaif (./setup.sh)")
     root = Path(spec.submodule_search_locations[0]) / "extensions"
     wanted = root / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
     if not wanted.is_file():
