@@ -52,4 +52,14 @@ if [ "$dev" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
     echo "note: chromium is missing and apt-get needs root here; the report's browser test will skip" >&2
   fi
 fi
+# The lake store's tests start a throwaway PostgreSQL server: Debian's package, installed the same way. The DuckLake
+# and PostgreSQL extensions of DuckDB come as pip wheels with the project's dependencies.
+if [ "$dev" = 1 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } \
+      || echo "note: could not install postgresql; the lake's PostgreSQL tests will skip (fail on CI)" >&2
+  else
+    echo "note: postgresql is missing and apt-get needs root here; the lake's PostgreSQL tests will skip" >&2
+  fi
+fi
 echo "rlaif is installed in .venv (gpu=$gpu, dev=$dev)"

@@ -109,7 +109,12 @@ class Settings(BaseSettings, EngineSettings):
 
     model_config = SettingsConfigDict(env_prefix="RLAIF_", extra="forbid", validate_default=True)
 
-    db: Path = Field(Path("rlaif.duckdb"), description="DuckDB database file")
+    db: Path = Field(Path("rlaif.duckdb"), description="DuckDB database file, or a lake: ducklake:postgres:<dsn> "
+                     "| ducklake:<catalog file> (docs/storage.md)")
+    lake_data_path: str | None = Field(
+        None, description="where a ducklake: database keeps its Parquet files (a folder or object-store URL); "
+        "needed when the lake is created, stored in its catalog after"
+    )
     seed: int = Field(0, description="run seed: per-request seeds and principle draws derive from it")
     cache_dir: Path = Field(Path.home() / ".cache" / "rlaif", description="converted models and vLLM cache")
     # serve_* configure `rlaif serve`, not a role: the server is started once, whichever role then uses it.

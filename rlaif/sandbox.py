@@ -3,6 +3,11 @@
 DuckDB itself is the guard: the database opens read-only with file access, extensions and settings locked, so
 no statement can write, read another file, or unlock either. The statement check in front of it exists to give
 clear one-line messages ("rlaif sql is read-only: INSERT is not allowed") instead of DuckDB's.
+
+On a lake (``ducklake:``) the same guard holds: the lake is attached read-only, and file access is then locked to
+the lake's data path. The PostgreSQL catalog stays reachable through the postgres extension's table functions
+(``postgres_query`` runs any SQL the catalog's role may run, in a read-only transaction), so those are refused by
+name; give readers a PostgreSQL role that may only SELECT as well (docs/storage.md, "The lake").
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 import duckdb
 
 from rlaif.errors import ConfigError, StoreError
+from rlaif.lake import is_lake
 from rlaif.store import Store, error_line
 
 if TYPE_CHECKING:
@@ -41,6 +47,7 @@ _READ_PRAGMAS = {
 
 
 _MODIFIERS = {"OR", "REPLACE", "TEMP", "TEMPORARY", "PERSISTENT", "UNIQUE"}
+_CATALOG_FUNCTIONS = re.compile(r"\b(postgres_\w+)\s*\(", re.I)  # a lake's catalog server, reached directly
 
 
 def _statement_label(query: str) -> str:
@@ -52,6 +59,14 @@ def _statement_label(query: str) -> str:
     if head == "COPY":
         return "COPY ... TO" if re.search(r"\bTO\b", query, re.I) else "COPY ... FROM"
     return head
+
+
+def _check_lake(db: str | Path, statement: str) -> str:
+    """On a lake, refuse the functions that reach its catalog server past the lake (see the module docstring)."""
+    found = _CATALOG_FUNCTIONS.search(statement) if is_lake(db) else None
+    if found:
+        raise StoreError(f"rlaif sql cannot call {found.group(1)} on a lake: it reaches the catalog server directly")
+    return statement
 
 
 def _check_read_only(sql: str) -> str:
@@ -108,7 +123,7 @@ def sandbox_rows(
     is a convenience for clear messages and DuckDB itself is the guard. ``timeout_s`` (below a writer's lock
     timeout) keeps a long query from starving a flow that is writing to the same file.
     """
-    statement = _check_read_only(sql)
+    statement = _check_lake(db, _check_read_only(sql))
     with Store(db).connect(read_only=True, config=SANDBOX_CONFIG) as con:
         timer = threading.Timer(timeout_s, con.interrupt)
         timer.start()
@@ -133,7 +148,7 @@ def sandbox_batches(
     closed, and ``timeout_s`` counts from the start, so a consumer should drain it quickly (the sources spool
     the batches to a temporary file) rather than hold the database while it works.
     """
-    statement = _check_read_only(sql)
+    statement = _check_lake(db, _check_read_only(sql))
     with Store(db).connect(read_only=True, config=SANDBOX_CONFIG) as con:
         timer = threading.Timer(timeout_s, con.interrupt)
         timer.start()

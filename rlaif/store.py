@@ -10,6 +10,9 @@ explains the trade-offs.
 Writes are idempotent because row keys are content hashes (storage/001_initial.sql): ``INSERT OR IGNORE`` makes a
 rerun, or Prefect re-running a task after a crash (at-least-once), store each row once.
 
+``RLAIF_DB=ducklake:...`` names a lake instead of a file (``rlaif/lake.py``): many processes on many machines write
+at once, each write a transaction with an anti-join for the keys, retried when it loses a commit race.
+
 This module imports duckdb when loaded (~0.2 s); pyarrow is imported inside the functions that build frames. The
 CLI should import it inside the commands that touch the database, so ``rlaif --help`` stays fast.
 """
@@ -30,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
 
+from rlaif import lake
 from rlaif.engines.base import one_line
 from rlaif.errors import ConfigError, StoreError
 from rlaif.resources import data_dir
@@ -100,6 +104,8 @@ class LockStats:
     wait_s: float = 0.0  # time spent waiting, all opens together
     max_wait_s: float = 0.0
     held_s: float = 0.0  # time this Store held the file open, all connections together
+    conflicts: int = 0  # lake writes that lost a commit race to another writer (each retried)
+    commits: int = 0  # lake write transactions committed
 
 
 def _quote(name: str) -> str:
@@ -116,9 +122,11 @@ class Store:
     """
 
     def __init__(self, path: str | Path, *, lock_timeout_s: float = 30.0, on_locked: OnLocked = "wait",
-                 notice: Callable[[str], None] | None = None, turn_s: float = TURN_S):
+                 notice: Callable[[str], None] | None = None, turn_s: float = TURN_S,
+                 data_path: str | Path | None = None):
         if on_locked not in ("wait", "fail"):
             raise ConfigError(f"on_locked must be wait or fail, got {on_locked!r}")
+        self.lake = lake.Lake.parse(path, data_path) if lake.is_lake(path) else None
         self.path = Path(path)
         self.lock_timeout_s, self.turn_s = lock_timeout_s, turn_s
         self.on_locked: OnLocked = on_locked
@@ -127,11 +135,17 @@ class Store:
         self._stats_lock = threading.Lock()
         self._local = threading.local()  # the last hold time of each thread (the Writer paces itself by it)
         self._schemas: dict[str, pa.Schema] = {}  # table -> Arrow schema, so empty lists/all-None infer right
+        # A lake's DuckDB instances (read-only, read-write), kept: loading the extensions costs ~0.7 s, so each
+        # connection is a cursor on one of them. A local catalog is attached only while in use (users counts).
+        self._lake_lock = threading.Lock()
+        self._lake_dbs: dict[bool, duckdb.DuckDBPyConnection] = {}
+        self._lake_users: dict[bool, int] = {True: 0, False: 0}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
         """The project database of ``settings``, with its lock policy (``lock_wait_s``, ``on_locked``)."""
-        return cls(settings.db, lock_timeout_s=settings.lock_wait_s, on_locked=settings.on_locked)
+        return cls(settings.db, lock_timeout_s=settings.lock_wait_s, on_locked=settings.on_locked,
+                   data_path=settings.lake_data_path)
 
     @property
     def last_hold_s(self) -> float:
@@ -149,25 +163,31 @@ class Store:
             yield con
         finally:
             con.close()
+            if self.lake is not None and not config:
+                from rlaif import lake_store
+
+                lake_store.release(self, read_only)
             held = time.monotonic() - opened
             self._local.held_s = held
             with self._stats_lock:
                 self.stats.held_s += held
 
     def _open(self, read_only: bool, config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
-        if read_only and not self.path.is_file():
+        local = self.path if self.lake is None else self.lake.local_path if self.lake.is_local else None
+        if read_only and local is not None and not local.is_file():
             raise StoreError(f"no database at {self.path}; run `rlaif demo` or a flow first")
-        if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not read_only and local is not None:
+            local.parent.mkdir(parents=True, exist_ok=True)
         bound = self.lock_timeout_s if self.on_locked == "wait" else min(self.lock_timeout_s, self.turn_s)
         start = time.monotonic()
         delay = _BACKOFF_FIRST_S
         conflicted = noticed = False
         while True:  # bounded by `bound`; each sleep is at least half of _BACKOFF_FIRST_S
             try:
-                con = duckdb.connect(str(self.path), read_only=read_only, config=config)
+                con = (duckdb.connect(str(self.path), read_only=read_only, config=config) if self.lake is None
+                       else self._lake_connect(read_only, config))
             except duckdb.Error as exc:
-                if not _is_lock_conflict(exc):
+                if not (_is_lock_conflict(exc) or lake.is_init_race(exc)):
                     raise StoreError(f"cannot open database {self.path}: {error_line(exc)}") from None
                 conflicted = True
                 waited = time.monotonic() - start
@@ -185,6 +205,11 @@ class Store:
                 self._count_open(time.monotonic() - start, conflicted)
                 return con
 
+    def _lake_connect(self, read_only: bool, config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
+        from rlaif import lake_store  # the lake's code loads only for a lake
+
+        return lake_store.attach_alone(self, read_only, config) if config else lake_store.cursor(self, read_only)
+
     def _count_open(self, waited_s: float, conflicted: bool) -> None:
         with self._stats_lock:
             self.stats.opens += 1
@@ -201,6 +226,10 @@ class Store:
         Each file runs in its own transaction together with its bookkeeping row, so a failing migration leaves
         the database as it was before that file. Returns the names applied now (empty when up to date).
         """
+        if self.lake is not None:
+            from rlaif import lake_store
+
+            return lake_store.migrate(self)
         files = _migration_files()
         applied_now: list[str] = []
         with self.connect() as con:
@@ -223,7 +252,8 @@ class Store:
         """The table's columns as an Arrow schema, read from DuckDB itself and cached per table."""
         if table not in self._schemas:
             tables = {t for (t,) in con.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'"
+                "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
+                "AND table_catalog = current_database()"
             ).fetchall()}
             if table not in tables:
                 hint = "run `rlaif demo` or a flow first" if not tables else "tables: " + ", ".join(sorted(tables))
@@ -282,6 +312,10 @@ class Store:
         counts: dict[str, int] = {table: 0 for table in batches}
         if not any(batches.values()):
             return counts
+        if self.lake is not None:
+            from rlaif import lake_store
+
+            return {**counts, **lake_store.write(self, batches, memory_limit_mb)}
         with self.connect() as con:
             if memory_limit_mb is not None:
                 con.execute(f"SET memory_limit = '{int(memory_limit_mb)}MB'")
@@ -302,6 +336,10 @@ class Store:
         the columns that change. Columns left out keep their stored values, and so does a Prefect id of None.
         """
         changes = ", ".join(f"{col} = {expr}" for col, expr in _RUN_UPDATES.items() if col in row)
+        if self.lake is not None:
+            from rlaif import lake_store
+
+            return lake_store.upsert_run(self, row, changes)
         action = f"UPDATE SET {changes}" if changes else "NOTHING"
         with self.connect() as con:
             con.register(_FRAME, self._frame(con, "runs", [row]))

@@ -52,7 +52,7 @@ def flag(target_id: str, name: str, run_id: str = "run-2") -> dict:
     return {"target": "pair", "target_id": target_id, "flag": name, "run_id": run_id, "created_at": utcnow()}
 
 
-def make_export_db(path: Path) -> Path:
+def make_export_db(path: Path | str) -> Path | str:
     store = Store(path)
     store.migrate()
     store.write({

@@ -20,9 +20,10 @@ from rlaif.store import Store
 from rlaif.store import export_dataset as store_export
 
 
-@pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_export_db(tmp_path_factory.mktemp("export") / "rlaif.duckdb")
+@pytest.fixture(scope="module", params=["file", "lake"])
+def db(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path | str:
+    folder = tmp_path_factory.mktemp("export")  # the same exports from the file store and from a lake
+    return make_export_db(folder / "rlaif.duckdb" if request.param == "file" else f"ducklake:{folder / 'rlaif.ducklake'}")
 
 
 def load(path: Path, tmp_path: Path) -> Dataset:

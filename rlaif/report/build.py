@@ -67,7 +67,13 @@ def render_report(db: str | Path, run_id: str | None = None) -> str:
 
 
 def beside(db: str | Path) -> Path:
-    """The default report file for a database: ``rlaif.duckdb`` -> ``rlaif-report.html`` in the same folder."""
+    """The default report file for a database: ``rlaif.duckdb`` -> ``rlaif-report.html`` in the same folder; a
+    lake's beside its catalog file, or ``rlaif-report.html`` here for a PostgreSQL catalog."""
+    from rlaif.lake import Lake, is_lake
+
+    if is_lake(db):
+        lake = Lake.parse(db)
+        db = lake.local_path if lake.is_local else Path("rlaif.duckdb")
     db = Path(db)
     return db.with_name(f"{db.stem}-report.html")
 

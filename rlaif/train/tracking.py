@@ -216,8 +216,10 @@ def register_checkpoint(store: Store, run_id: str, kind: str, step: int, path: P
     """Register a complete checkpoint folder and move the run's ``steps_done`` to it, in one transaction."""
     with store.connect() as con:
         con.execute("BEGIN TRANSACTION")
-        con.execute("INSERT OR IGNORE INTO train_checkpoints VALUES (?, ?, ?, ?, ?, false, ?)",
-                    [run_id, kind, step, str(Path(path).resolve()), _folder_bytes(path), utcnow()])
+        # An anti-join rather than INSERT OR IGNORE: a lake (rlaif/lake.py) has no keys to ignore on.
+        con.execute("INSERT INTO train_checkpoints SELECT ?, ?, ?, ?, ?, false, ? WHERE NOT EXISTS (SELECT 1 FROM "
+                    "train_checkpoints WHERE run_id = ? AND kind = ? AND step = ?)",
+                    [run_id, kind, step, str(Path(path).resolve()), _folder_bytes(path), utcnow(), run_id, kind, step])
         con.execute("UPDATE train_runs SET steps_done = ? WHERE run_id = ?", [step, run_id])
         con.execute("COMMIT")
 
