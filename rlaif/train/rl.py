@@ -215,7 +215,8 @@ def _monitor(run: RlRun, heldout: list[RolloutPrompt], judge: RewardSource | Non
 def _train(run: RlRun, monitor: Any, first: int, total: int, base_model: str) -> Path:
     options = run.options
     writer = Writer(run.store, max_rows=4096, max_age_s=5.0)
-    metrics = tracking.MetricsLog(run.store, run.run_id)
+    trackers = tracking.open_trackers(options.report_to, run.out_dir, run.run_id, options)
+    metrics = tracking.MetricsLog(run.store, run.run_id, trackers=trackers)
     cfg = update_config(options)
     # The judge reward and the monitor's judge record their engine calls in this writer, stored with the rollouts.
     with run.reward.recorded_in(writer, run.run_id, monitor.judge if monitor is not None else None):
