@@ -109,3 +109,32 @@ def test_an_old_checkpoint_still_loads_scores_and_converts_with_the_same_normali
     converted = save_reward_model(scorer.model, scorer.tokenizer, tmp_path / "converted", meta=meta)
     again, _ = RewardScorer(converted, device="cpu").score(messages, answers)
     assert again == pytest.approx(normalised, abs=1e-4)
+
+
+def test_the_trained_folder_has_a_hub_model_card_with_its_data_metrics_and_win_rate(trained):
+    from ruamel.yaml import YAML
+
+    from rlaif.store import utcnow
+    from rlaif.train.model_card import write_model_card
+
+    folder, store = trained
+    text = (folder / "README.md").read_text()
+    _, header, body = text.split("---\n", 2)
+    meta = YAML(typ="safe").load(header)
+    assert meta["library_name"] == "transformers" and meta["base_model"] == "tiny"
+    assert meta["pipeline_tag"] == "text-classification" and "rm" in meta["tags"]
+    (run,) = store.fetch("SELECT * FROM train_runs")
+    assert f"version `{run['data_version']}` ({run['data_rows']} rows: {run['train_rows']} train" in body
+    assert "soft-label Bradley-Terry" in body and "| lr | `0.0005` |" in body
+    (loss,) = store.fetch("SELECT value FROM train_metrics WHERE phase = 'step' AND name = 'loss' AND step = 6")
+    assert f"| step | 6 | loss | {loss['value']:.4g} |" in body
+    assert "Not measured yet" in body
+
+    row = {"eval_id": "e1", "run_id": "w1", "policy": str(folder.resolve()), "base": "tiny", "judge_model": "judge-m",
+           "constitution_version": "c0ffee", "prompts_source": "p.jsonl", "split": "eval", "prompts": 12,
+           "win_rate": 0.625, "win_rate_low": 0.5, "win_rate_high": 0.75, "lc_win_rate": 0.6, "wins": 7, "ties": 1,
+           "losses": 4, "seed": 0, "params": "{}", "created_at": utcnow()}
+    store.insert("winrate_evals", [row])
+    write_model_card(store, folder)
+    again = (folder / "README.md").read_text()
+    assert "| `tiny` | `judge-m` (constitution c0ffee) | eval | 12 | 0.625 [0.5, 0.75] | 0.6 | 7/1/4 |" in again

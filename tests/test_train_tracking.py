@@ -43,6 +43,8 @@ def test_tensorboard_is_written_by_default_and_holds_the_stored_loss_curve(tiny_
     scalars = event_scalars(tmp_path / "dpo" / TENSORBOARD_DIR / result.run_id)
     assert [step for step, _ in scalars["step/loss"]] == [1, 2, 3, 4]
     assert [v for _, v in scalars["step/loss"]] == pytest.approx([v for _, v in stored], rel=1e-6)
+    card = (tmp_path / "dpo" / "final" / "README.md").read_text()
+    assert "pipeline_tag: text-generation" in card and "Loss: DPO" in card  # the policy's model card
     eval_loss = read_metrics(store, result.run_id, "loss", phase="eval")
     assert [step for step, _ in eval_loss] == [step for step, _ in scalars["eval/loss"]] == [0, 4]  # evaluations
     assert [v for _, v in scalars["eval/loss"]] == pytest.approx([v for _, v in eval_loss], rel=1e-6)

@@ -338,5 +338,8 @@ def _save_final(run: RlRun, total: int, base_model: str) -> Path:
     tracking.register_checkpoint(run.store, run.run_id, "final", total, final)
     tracking.prune_checkpoints(run.store, run.run_id, keep=0)
     tracking.finish_run(run.store, run.run_id, "completed", steps_done=total, final_path=str(final))
+    from rlaif.train.model_card import write_model_card
+
+    write_model_card(run.store, final)
     run.log(f"saved {final}")
     return final
