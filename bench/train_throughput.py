@@ -227,8 +227,9 @@ def run_side(side: str, args: argparse.Namespace, folder: Path) -> dict:
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if done.returncode != 0 or line is None:
         raise SystemExit(f"{side} failed:\n{done.stderr[-3000:]}")
-    print(f"{side}: done in {time.perf_counter() - started:.0f} s", flush=True)
-    return json.loads(line.removeprefix("RESULT "))
+    result = json.loads(line.removeprefix("RESULT "))
+    print(f"{side}: done in {time.perf_counter() - started:.0f} s: {json.dumps(result)}", flush=True)
+    return result
 
 
 def _rates(r: dict) -> tuple[float, float]:
