@@ -62,3 +62,24 @@ def test_report_to_none_and_a_missing_tracker_package():
             assert tracker_names(name) == [name]
     with pytest.raises(ValueError, match="report_to"):
         DpoOptions(report_to="comet")
+
+
+def test_rl_runs_write_their_metrics_to_tensorboard_and_a_model_card(tiny_dir, tmp_path, monkeypatch):
+    from rl_helpers import prompt_store, write_rules
+
+    from rlaif.train.rewards import build_reward, parse_reward_specs
+    from rlaif.train.rl import run_rl
+    from rlaif.train.rl_options import RlOptions
+
+    monkeypatch.chdir(tmp_path)
+    store = prompt_store(tmp_path / "rl.duckdb", n=16)
+    options = RlOptions(estimator="grpo", rewards=(write_rules(tmp_path),), batch_size=8, micro_batch_size=8,
+                        max_steps=2, save_every=0, monitor_prompts=0, report_to="tensorboard",
+                        rollout={"max_new_tokens": 4, "samples": 4, "batch_size": 8})
+    result = run_rl(store, options=options, reward=build_reward(parse_reward_specs(options.rewards)),
+                    base_model="tiny", base_path=tiny_dir, out_dir=tmp_path / "rl", device="cpu", log=lambda _: None)
+    stored = read_metrics(store, result.run_id, "reward")
+    scalars = event_scalars(tmp_path / "rl" / TENSORBOARD_DIR / result.run_id)
+    assert [s for s, _ in scalars["step/reward"]] == [s for s, _ in stored] == [1, 2]
+    assert [v for _, v in scalars["step/reward"]] == pytest.approx([v for _, v in stored], rel=1e-6)
+    assert "Loss: group-relative policy optimisation" in (tmp_path / "rl" / "final" / "README.md").read_text()
