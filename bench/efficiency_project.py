@@ -97,9 +97,9 @@ def main(spec_path: str, result_path: str) -> None:
     before = prefix_cache_stats(spec["url"])
     started = time.perf_counter()
     # Importing the flow module imports Prefect: part of the project's start-up.
-    import flows.sl_cai
+    import rlaif.flows.sl_cai
 
-    flow = flows.sl_cai.sl_cai_flow
+    flow = rlaif.flows.sl_cai.sl_cai_flow
     flushes = FlushMeter()
     flushes.install()
     summary = run_flow(flow, spec, judge=False)

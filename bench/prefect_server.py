@@ -6,7 +6,7 @@
     through the API, timed from the request to the COMPLETED state (the worker polls every second here;
     Prefect's default is 10 s, which adds up to that much).
 
-Each of (a) and (b) is a fresh ``python`` process running ``flows.sl_cai.sl_cai_flow`` on one built-in prompt
+Each of (a) and (b) is a fresh ``python`` process running ``rlaif.flows.sl_cai.sl_cai_flow`` on one built-in prompt
 with the fake engine, timed end to end (interpreter start included) and from the flow call to its return.
 They alternate, ``--repeats`` times each, so the machine's load falls on both alike.
 
@@ -36,12 +36,12 @@ import json, sys, time
 t0 = time.monotonic()
 from rlaif.environment import prepare_environment
 prepare_environment()
-import flows.sl_cai
+import rlaif.flows.sl_cai
 from rlaif.options import RunOptions
 from rlaif.prompts import demo_prompts_path
 options = RunOptions.parse(prompts=str(demo_prompts_path()), limit=1, constitution="example", max_tokens=16)
 t1 = time.monotonic()
-summary = flows.sl_cai.sl_cai_flow(options=options, settings_overrides={"db": sys.argv[1], "engine": "fake"},
+summary = rlaif.flows.sl_cai.sl_cai_flow(options=options, settings_overrides={"db": sys.argv[1], "engine": "fake"},
                                    show_progress=False)
 t2 = time.monotonic()
 print(json.dumps({"imports_s": t1 - t0, "flow_s": t2 - t1, "prompts": summary["prompts"]}))

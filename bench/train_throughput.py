@@ -1,13 +1,18 @@
-"""DPO training throughput: rlaif's DPO trainer against TRL's DPOTrainer, same model, data and machine.
+"""Training throughput against TRL, like for like: DPO against DPOTrainer, the reward model against RewardTrainer.
 
-Both sides train SmolLM2-135M-Instruct for one epoch over the same preference pairs, in fp32 without gradient
+Every side trains SmolLM2-135M-Instruct for one epoch over the same preference pairs, in fp32 without gradient
 checkpointing (TRL defaults to bf16 and checkpointing: both are turned off), at the same batch size (pairs per
 step) and the same maximum length, with the same number of torch threads, one side after the other, each in a
 fresh process so its peak memory (``ru_maxrss``) is its own. Reported per side: tokens per second of the training
 steps (tokens = prompt + answer tokens of both sequences of each pair, as that side tokenized them; time = the
-sum of its optimizer steps), rlaif's one-time reference pass apart and included, and peak memory. TRL keeps its
-reference model in the loop (its default, ``precompute_ref_log_probs=False``); rlaif computes reference
-log-probs once before training and sorts batches by length.
+sum of its optimizer steps), the one-time reference pass apart and included, and peak memory.
+
+DPO runs three sides: TRL with its default ``precompute_ref_log_probs=False`` (a second copy of the model as
+reference in the loop), TRL with ``precompute_ref_log_probs=True`` (reference log-probs computed once before
+training, at the same reference batch size as ours), and rlaif, which always computes them once. The headline
+ratio is rlaif against TRL with precomputing, both counting their one-time pass: the same work on both sides.
+The reward model runs two: TRL's ``RewardTrainer`` on ``AutoModelForSequenceClassification`` and rlaif's
+``train rm`` (whose normalisation pass over the reference answers after training is timed apart: TRL has none).
 
 The pairs: the shipped demo prompts, each with a chosen and a rejected answer of deterministic varied lengths
 (8 to 120 words), stored through rlaif's own tables (so rlaif reads ``preference_dataset``) and given to TRL as the
@@ -31,6 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -83,50 +89,58 @@ def write_data(folder: Path, count: int) -> None:
 # --- the two sides, each in its own process ------------------------------------------------------------------
 
 
-def run_ours(args: argparse.Namespace, folder: Path) -> dict:
+def run_ours(args: argparse.Namespace, folder: Path, kind: str = "dpo") -> dict:
     import torch
 
     import rlaif.train.dpo as dpo
+    import rlaif.train.reward_model as rm
     from rlaif.config import load_settings
     from rlaif.store import Store
     from rlaif.train.runner import run_train
 
     torch.set_num_threads(args.threads)
-    timed = {}
-    reference = dpo.reference_logps
-
-    def timed_reference(*a, **k):  # the one-time reference pass, timed apart from the steps
-        started = time.perf_counter()
-        result = reference(*a, **k)
-        timed["reference_s"] = time.perf_counter() - started
-        return result
-
-    dpo.reference_logps = timed_reference
+    timed = {"reference_s": 0.0}
+    if kind == "dpo":  # the one-time reference pass, timed apart from the steps
+        dpo.reference_logps = _timed(dpo.reference_logps, timed)
+    else:  # the normalisation pass over the reference answers after training
+        rm._reference_sums = _timed(rm._reference_sums, timed)
     settings = load_settings(db=folder / "data.duckdb", engine="fake", device=args.device)
     steps = args.pairs // args.batch
     options = {"batch_size": args.batch, "micro_batch_size": args.batch, "max_steps": steps, "lr": 1e-6,
-               "max_length": args.max_length, "save_every": 0, "ref_batch_size": 2 * args.batch,
-               "precision": "bf16" if args.random_model else "fp32"}
-    run = run_train(settings, "dpo", out=folder / "ours", model=args.model, options=options, log=lambda _: None)
+               "max_length": args.max_length, "save_every": 0, "precision": "bf16" if args.random_model else "fp32"}
+    if kind == "dpo":
+        options["ref_batch_size"] = 2 * args.batch
+    run = run_train(settings, kind, out=folder / f"ours-{kind}", model=args.model, options=options,
+                    log=lambda _: None)
     rows = Store(settings.db).fetch("SELECT name, sum(value) AS total FROM train_metrics WHERE run_id = ? AND "
                                     "phase = 'step' AND name IN ('tokens', 'step_s') GROUP BY name", [run.run_id])
     totals = {r["name"]: r["total"] for r in rows}
-    return {"side": "rlaif", "steps": steps, "tokens": totals["tokens"], "steps_s": totals["step_s"],
-            "reference_s": timed.get("reference_s", 0.0)}
+    return {"side": f"rlaif-{kind}", "steps": steps, "tokens": totals["tokens"], "steps_s": totals["step_s"],
+            "reference_s": timed["reference_s"]}
 
 
-def run_trl(args: argparse.Namespace, folder: Path) -> dict:
+def _timed(fn, into: dict):
+    """``fn`` wrapped so that the seconds spent in it are added to ``into['reference_s']``."""
+
+    def wrapper(*a, **k):
+        started = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            into["reference_s"] += time.perf_counter() - started
+
+    return wrapper
+
+
+def _trl_common(args: argparse.Namespace, folder: Path) -> tuple[Path, Any, list[dict], list[float], Any]:
     import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from trl import DPOConfig, DPOTrainer
+    from transformers import AutoTokenizer, TrainerCallback
 
     from rlaif.train.models import base_model_path
 
     torch.set_num_threads(args.threads)
     path = base_model_path(args.model, Path.home() / ".cache" / "rlaif")
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     rows = [json.loads(line) for line in (folder / "pairs.jsonl").read_text().splitlines()]
     times: list[float] = []
 
@@ -137,63 +151,128 @@ def run_trl(args: argparse.Namespace, folder: Path) -> dict:
         def on_step_end(self, *a, **k):
             times.append(time.perf_counter() - self.started)
 
-    config = DPOConfig(output_dir=str(folder / "trl"), per_device_train_batch_size=args.batch, num_train_epochs=1,
-                       learning_rate=1e-6, max_length=args.max_length, bf16=False, fp16=False,
-                       gradient_checkpointing=False, use_cpu=args.device == "cpu", report_to=[], save_strategy="no",
-                       logging_steps=1000, dataloader_num_workers=0, disable_tqdm=True, seed=0)
+    return path, tokenizer, rows, times, StepTimer()
+
+
+def _trl_args(args: argparse.Namespace, folder: Path) -> dict:
+    """The TrainingArguments both TRL sides share: fp32, no checkpointing, no logging or saving."""
+    return {"output_dir": str(folder / "trl"), "per_device_train_batch_size": args.batch, "num_train_epochs": 1,
+            "learning_rate": 1e-6, "max_length": args.max_length, "bf16": False, "fp16": False,
+            "gradient_checkpointing": False, "use_cpu": args.device == "cpu", "report_to": [],
+            "save_strategy": "no", "logging_steps": 1000, "dataloader_num_workers": 0, "disable_tqdm": True,
+            "seed": 0}
+
+
+def run_trl(args: argparse.Namespace, folder: Path, precompute: bool = False) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig, DPOTrainer
+
+    path, tokenizer, rows, times, timer = _trl_common(args, folder)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    timed = {"reference_s": 0.0}
+    DPOTrainer._precompute_ref_logps = _timed(DPOTrainer._precompute_ref_logps, timed)
+    config = DPOConfig(**_trl_args(args, folder), precompute_ref_log_probs=precompute,
+                       precompute_ref_batch_size=2 * args.batch)
     trainer = DPOTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                         callbacks=[StepTimer()])
+                         callbacks=[timer])
     data = trainer.train_dataset
     tokens = sum(2 * len(p) + len(c) + len(r) for p, c, r in zip(data["prompt_ids"], data["chosen_ids"],
                                                                   data["rejected_ids"]))
     trainer.train()
-    return {"side": "trl", "steps": len(times), "tokens": float(tokens), "steps_s": sum(times), "reference_s": 0.0}
+    return {"side": "trl-pre" if precompute else "trl", "steps": len(times), "tokens": float(tokens),
+            "steps_s": sum(times), "reference_s": timed["reference_s"]}
+
+
+def run_trl_rm(args: argparse.Namespace, folder: Path) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification
+    from trl import RewardConfig, RewardTrainer
+
+    path, tokenizer, rows, times, timer = _trl_common(args, folder)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    trainer = RewardTrainer(model=model, args=RewardConfig(**_trl_args(args, folder)),
+                            train_dataset=Dataset.from_list(rows), processing_class=tokenizer, callbacks=[timer])
+    data = trainer.train_dataset
+    tokens = sum(len(c) + len(r) for c, r in zip(data["chosen_ids"], data["rejected_ids"]))
+    trainer.train()
+    return {"side": "trl-rm", "steps": len(times), "tokens": float(tokens), "steps_s": sum(times),
+            "reference_s": 0.0}
+
+
+SIDES = {"ours": lambda a, f: run_ours(a, f, "dpo"), "trl": run_trl,
+         "trl-pre": lambda a, f: run_trl(a, f, precompute=True), "ours-rm": lambda a, f: run_ours(a, f, "rm"),
+         "trl-rm": run_trl_rm}
 
 
 def child(args: argparse.Namespace) -> None:
-    folder = Path(args.work)
-    result = run_ours(args, folder) if args.side == "ours" else run_trl(args, folder)
+    result = SIDES[args.side](args, Path(args.work))
     result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print("RESULT " + json.dumps(result), flush=True)
 
 
-# --- the parent: data, both sides, the report ----------------------------------------------------------------
+# --- the parent: data, every side, the report ----------------------------------------------------------------
 
 
 def run_side(side: str, args: argparse.Namespace, folder: Path) -> dict:
     command = [sys.executable, __file__, "--side", side, "--work", str(folder), "--pairs", str(args.pairs),
                "--batch", str(args.batch), "--max-length", str(args.max_length), "--threads", str(args.threads),
                "--model", args.model, "--device", args.device]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.threads)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": str(args.threads)}
+    started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=3600, check=False)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if done.returncode != 0 or line is None:
         raise SystemExit(f"{side} failed:\n{done.stderr[-3000:]}")
-    return json.loads(line.removeprefix("RESULT "))
+    result = json.loads(line.removeprefix("RESULT "))
+    print(f"{side}: done in {time.perf_counter() - started:.0f} s: {json.dumps(result)}", flush=True)
+    return result
 
 
-def report(ours: dict, trl: dict, args: argparse.Namespace, load_before: str, load_after: str) -> str:
-    ours_loop = ours["tokens"] / ours["steps_s"]
-    ours_all = ours["tokens"] / (ours["steps_s"] + ours["reference_s"])
-    trl_rate = trl["tokens"] / trl["steps_s"]
+def _rates(r: dict) -> tuple[float, float]:
+    """(tokens/s of the steps, tokens/s with the one-time pass counted)."""
+    return r["tokens"] / r["steps_s"], r["tokens"] / (r["steps_s"] + r["reference_s"])
+
+
+def _row(label: str, r: dict) -> str:
+    loop, whole = _rates(r)
+    ref = f"{r['reference_s']:.1f}" if r["reference_s"] else "-"
+    return (f"| {label} | {r['steps']} | {r['tokens']:.0f} | {r['steps_s']:.1f} | {ref} | {loop:.1f} | {whole:.1f} "
+            f"| {r['peak_rss_gib']:.2f} |")
+
+
+def report(results: dict, args: argparse.Namespace, load_before: str, load_after: str) -> str:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                             check=False).stdout.strip()
+    ours, trl, pre = results["ours"], results["trl"], results["trl-pre"]
+    ours_rm, trl_rm = results["ours-rm"], results["trl-rm"]
+    o_loop, o_all = _rates(ours)
+    p_loop, p_all = _rates(pre)
+    t_loop, _ = _rates(trl)
+    rm_loop, rm_all = _rates(ours_rm)
+    trm_loop, _ = _rates(trl_rm)
+    header = ("| side | steps | tokens | step time (s) | one-time pass (s) | tokens/s (steps) | tokens/s (all) | "
+              "peak RSS (GiB) |\n|---|---|---|---|---|---|---|---|")
     lines = [
         f"Run {datetime.date.today()}, commit {commit}, {os.cpu_count()} CPUs, {args.threads} torch threads a side, "
         f"model {args.model}, {args.pairs} pairs, {args.batch} pairs a step, max_length {args.max_length}, fp32, "
-        f"no gradient checkpointing, {args.first} first. `uptime` load before: {load_before}; after: {load_after}.",
+        f"no gradient checkpointing, sides in the order {', '.join(results)}. `uptime` load before: {load_before}; "
+        f"after: {load_after}.",
+        "", header,
+        _row("TRL DPOTrainer, `precompute_ref_log_probs=False` (reference in the loop)", trl),
+        _row("TRL DPOTrainer, `precompute_ref_log_probs=True`", pre),
+        _row("rlaif train dpo (reference pass once)", ours),
+        _row("TRL RewardTrainer", trl_rm),
+        _row("rlaif train rm (one-time pass: normalisation stats)", ours_rm),
         "",
-        "| side | steps | tokens | step time (s) | one-time reference pass (s) | tokens/s | peak RSS (GiB) |",
-        "|---|---|---|---|---|---|---|",
-        f"| TRL DPOTrainer (reference model in the loop) | {trl['steps']} | {trl['tokens']:.0f} | "
-        f"{trl['steps_s']:.1f} | - | {trl_rate:.1f} | {trl['peak_rss_gib']:.2f} |",
-        f"| rlaif dpo, training steps | {ours['steps']} | {ours['tokens']:.0f} | {ours['steps_s']:.1f} | "
-        f"{ours['reference_s']:.1f} | {ours_loop:.1f} | {ours['peak_rss_gib']:.2f} |",
-        f"| rlaif dpo, steps + reference pass | | | | | {ours_all:.1f} | |",
-        "",
-        f"Ratio rlaif / TRL: **{ours_loop / trl_rate:.2f}** on the training steps, **{ours_all / trl_rate:.2f}** "
-        "with rlaif's one-time reference pass counted (one epoch: every pair's reference forward is paid once, "
-        "as TRL pays it once per step). Target >= 1.25.",
+        f"**DPO, like for like (both precompute the reference, pass counted): rlaif / TRL = {o_all / p_all:.2f}** "
+        f"(training steps alone: {o_loop / p_loop:.2f}). Against TRL's default (reference in the loop): "
+        f"{o_all / t_loop:.2f} with rlaif's pass counted, {o_loop / t_loop:.2f} on the steps. Target >= 1.25.",
+        f"**Reward model: rlaif / TRL RewardTrainer = {rm_loop / trm_loop:.2f}** on the training steps; "
+        f"{rm_all / trm_loop:.2f} with rlaif's normalisation pass counted (TRL computes no statistics).",
     ]
     return "\n".join(lines)
 
@@ -208,9 +287,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--random-model", choices=["0.5b"], default=None, help="GPU only: a random-init ~0.5B Llama")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak, for MFU")
-    parser.add_argument("--first", choices=["trl", "ours"], default="trl", help="which side runs first")
+    parser.add_argument("--order", default="trl,trl-pre,ours,trl-rm,ours-rm",
+                        help="the sides, comma-separated, in the order they run")
     parser.add_argument("--docs", type=Path, default=None, help="append the section to this markdown file")
-    parser.add_argument("--side", choices=["ours", "trl"], default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--side", choices=sorted(SIDES), default=None, help=argparse.SUPPRESS)
     parser.add_argument("--work", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -246,11 +326,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"random 0.5B, bf16: {rate:.0f} tokens/s{mfu}; peak RSS {ours['peak_rss_gib']:.2f} GiB")
         return None
     load_before = os.getloadavg()
-    order = ["trl", "ours"] if args.first == "trl" else ["ours", "trl"]
+    order = args.order.split(",")
+    if sorted(order) != sorted(SIDES):
+        raise SystemExit(f"--order must name each of {', '.join(sorted(SIDES))} once")
     results = {side: run_side(side, args, folder) for side in order}
-    trl, ours = results["trl"], results["ours"]
     load_after = os.getloadavg()
-    text = report(ours, trl, args, " ".join(f"{x:.2f}" for x in load_before),
+    text = report(results, args, " ".join(f"{x:.2f}" for x in load_before),
                   " ".join(f"{x:.2f}" for x in load_after))
     print(text)
     if args.docs:

@@ -75,10 +75,10 @@ def weekly_parameters(db: Path, prompts: str | None) -> dict[str, Any]:
 
 
 def project_root() -> Path:
-    """The folder that holds flows/ (a checkout, or the installed package's data folder)."""
-    from rlaif.resources import data_dir
+    """The folder that holds flows/: the repository in a checkout, the installed ``rlaif`` package in a wheel."""
+    import rlaif.flows
 
-    return data_dir("flows").parent
+    return Path(rlaif.flows.__path__[0]).parent
 
 
 def to_deployments(pool: str, settings_overrides: dict[str, Any], extra: dict[str, dict[str, Any]] | None = None

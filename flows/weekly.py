@@ -35,7 +35,7 @@ def weekly_train_flow(
     settings_overrides: dict | None = None,
 ) -> dict:
     """Train ``kind`` into this week's folder under ``out_root``; then, given prompts, evaluate the result."""
-    from flows.train import train_flow
+    from rlaif.flows.train import train_flow
 
     when = flow_run.scheduled_start_time or datetime.now(timezone.utc)
     return train_flow(kind=kind, out=week_folder(out_root, when), prompts=prompts, model=model, base=base,

@@ -172,7 +172,7 @@ def start(settings_overrides: dict[str, Any], *, pool: str = DEFAULT_POOL, port:
           server_wait_s: float = 90.0, worker_wait_s: float = 60.0,
           log: Callable[[str], None] = print) -> Scheduled:
     """Server (standing or started), pool, deployments and (unless ``worker=False``) a worker."""
-    from flows.deployments import deploy_all
+    from rlaif.flows.deployments import deploy_all
 
     standing = os.environ.get("PREFECT_API_URL")
     scheduled = Scheduled(api_url="", ui_url="")

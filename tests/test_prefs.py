@@ -309,18 +309,18 @@ def test_generate_prefs_option_errors_are_one_line_before_any_write(tmp_path, ca
 
 @pytest.mark.prefect
 def test_the_rl_cai_flow_runs_and_resumes(prefect_harness, tmp_path, monkeypatch):
-    import flows.rl_cai
+    import rlaif.flows.rl_cai
 
     monkeypatch.setattr("rlaif.engines.create_engine", lambda s, role="policy": judge_fake(
         reply=lambda r: f"answer {r.params.seed}" + " more" * (r.params.seed % 5)))
     db = tmp_path / "flow.duckdb"
     options = PrefsOptions.parse(prompts=_source(tmp_path), samples=3)
     overrides = {"db": str(db), "engine": "fake"}
-    summary = flows.rl_cai.rl_cai_flow(options=options, settings_overrides=overrides, show_progress=False)
+    summary = rlaif.flows.rl_cai.rl_cai_flow(options=options, settings_overrides=overrides, show_progress=False)
     assert (summary["prompts"], summary["judged"], summary["failed_prompts"], summary["canaries"]) == (3, 9, 0, 1)
     (run,) = Store(db).fetch("SELECT kind, status, prefect_flow_run_id FROM runs")
     assert run["kind"] == "prefs" and run["status"] == "completed" and run["prefect_flow_run_id"]
-    again = flows.rl_cai.rl_cai_flow(options=options.model_dump(), settings_overrides=overrides,
+    again = rlaif.flows.rl_cai.rl_cai_flow(options=options.model_dump(), settings_overrides=overrides,
                                      show_progress=False)
     assert again["engine_calls"] == 0 and again["resumed"] and again["run_id"] == summary["run_id"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.deployments import WEEKLY, to_deployments, weekly_parameters
+from rlaif.flows.deployments import WEEKLY, to_deployments, weekly_parameters
 from rlaif.prompts import demo_prompts_path
 
 OVERRIDES = {"db": "/data/rlaif.duckdb", "engine": "fake"}
@@ -31,7 +31,7 @@ def weekly(tmp_path: Path):
 
 
 def test_the_weekly_deployment_serves_the_weekly_flow_from_flows_weekly_py(weekly) -> None:
-    from flows.weekly import weekly_train_flow
+    from rlaif.flows.weekly import weekly_train_flow
 
     assert weekly.entrypoint == "flows/weekly.py:weekly_train_flow"
     assert weekly.flow_name == weekly_train_flow.name == "rlaif-weekly-train"
@@ -52,7 +52,7 @@ def test_the_weekly_deployment_fires_on_sundays_at_four_utc(weekly) -> None:
 
 
 def test_the_weekly_deployment_parameters_are_what_the_flow_accepts(weekly, tmp_path: Path) -> None:
-    from flows.weekly import weekly_train_flow
+    from rlaif.flows.weekly import weekly_train_flow
 
     assert weekly.parameters == {
         "kind": "dpo", "out_root": str(tmp_path.resolve() / "train-runs" / "weekly"),
@@ -62,11 +62,11 @@ def test_the_weekly_deployment_parameters_are_what_the_flow_accepts(weekly, tmp_
 
 
 def test_a_scheduled_weekly_run_trains_into_its_weeks_folder(weekly, monkeypatch) -> None:
-    import flows.train
-    from flows.weekly import weekly_train_flow
+    import rlaif.flows.train
+    from rlaif.flows.weekly import weekly_train_flow
 
     calls: list[dict] = []
-    monkeypatch.setattr(flows.train, "train_flow", lambda **kw: calls.append(kw) or {"train": "recorded"})
+    monkeypatch.setattr(rlaif.flows.train, "train_flow", lambda **kw: calls.append(kw) or {"train": "recorded"})
     from prefect.runtime import flow_run
 
     sunday = datetime(2026, 12, 6, 4, 0, tzinfo=timezone.utc)  # what a run the schedule created would say

@@ -17,8 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_train_then_evaluate_as_one_flow_run(prefect_harness, tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO))  # flows/ is a plain folder of modules at the repository root
-    from flows.train import train_flow
+    from rlaif.flows.train import train_flow
 
     torch.set_num_threads(1)
     tiny = make_tiny_model_dir(tmp_path / "tiny")
@@ -33,4 +32,4 @@ def test_train_then_evaluate_as_one_flow_run(prefect_harness, tmp_path, monkeypa
     (evaluated,) = store.fetch("SELECT status, prefect_flow_run_id FROM runs WHERE kind = 'eval-winrate'")
     assert trained["status"] == evaluated["status"] == "completed"
     assert trained["prefect_flow_run_id"] and trained["prefect_flow_run_id"] == evaluated["prefect_flow_run_id"]
-    assert "flows.train" in sys.modules
+    assert "rlaif.flows.train" in sys.modules

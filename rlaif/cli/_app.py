@@ -47,12 +47,25 @@ def echo(text: str) -> None:
     typer.echo(text)
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"rlaif {version('rlaif')}")
+        except PackageNotFoundError:  # a checkout on PYTHONPATH that was never installed
+            typer.echo("rlaif (not installed: a source checkout)")
+        raise typer.Exit()
+
+
 @app.callback()
 def _global(
     db: Optional[Path] = typer.Option(None, help="DuckDB file (env RLAIF_DB; default ./rlaif.duckdb)."),
     engine: Optional[str] = typer.Option(None, help="transformers | openai | vllm | fake (env RLAIF_ENGINE)."),
     model: Optional[str] = typer.Option(None, help="Model name or local folder (env RLAIF_MODEL)."),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible URL(s), comma-separated."),
+    version: bool = typer.Option(False, "--version", help="Print rlaif's version and exit.", is_eager=True,
+                                 callback=_show_version),
 ) -> None:
     """Options given here override RLAIF_* variables and rlaif.toml."""
     _overrides.update(db=db, engine=engine, model=model, base_url=base_url)

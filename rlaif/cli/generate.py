@@ -62,7 +62,7 @@ def execute(options: "RunOptions", *, kind: str, prefect: bool, progress: bool) 
     """Validate the SFT run, then run it (``run_generation``); returns the summary."""
     from rlaif.runner import prepare, run_sft
 
-    return run_generation(options, prepare, run_sft, "flows.sl_cai:sl_cai_flow", kind=kind, prefect=prefect,
+    return run_generation(options, prepare, run_sft, "rlaif.flows.sl_cai:sl_cai_flow", kind=kind, prefect=prefect,
                           progress=progress)
 
 

@@ -54,7 +54,7 @@ def execute_prefs(options: PrefsOptions, *, kind: str, prefect: bool, progress: 
     """Validate the preference run, then run it (``rlaif.cli.generate.run_generation``); returns the summary."""
     from rlaif.prefs.runner import prepare_prefs, run_prefs
 
-    return run_generation(options, prepare_prefs, run_prefs, "flows.rl_cai:rl_cai_flow", kind=kind,
+    return run_generation(options, prepare_prefs, run_prefs, "rlaif.flows.rl_cai:rl_cai_flow", kind=kind,
                           prefect=prefect, progress=progress)
 
 

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from rlaif.cli._app import Prefect, app, echo, overrides, settings
-from rlaif.cli.train import eval_app, train_app
+from rlaif.cli.train import ReportTo, eval_app, train_app
 
 REWARD_HELP = ("Reward: rm:CKPT | judge | rule:module:function, optionally @WEIGHT; repeat to add rewards "
                "(e.g. --reward rm:runs/rm@1 --reward rule:checks:polite@0.5).")
@@ -63,11 +63,11 @@ def train_ppo(out: Out, reward: Rewards, model: Model = None, prompts: Prompts =
               samples: Samples = None, max_new_tokens: NewTokens = None, temperature: Temperature = None,
               kl_coef: KlCoef = None, kl_target: KlTarget = None, epochs: Epochs = None,
               save_every: SaveEvery = None, monitor_every: MonitorEvery = None, seed: Seed = None,
-              monitor_judge: Judge = True) -> None:
+              monitor_judge: Judge = True, report_to: ReportTo = None) -> None:
     """PPO on the prompts: value head, frozen reference, adaptive per-token KL, GAE, clipped losses."""
     _rl("ppo", out, model, reward, prompts, monitor_judge,
         _values(max_steps, lr, batch_size, micro_batch_size, samples, max_new_tokens, temperature, kl_coef,
-                kl_target, epochs, save_every, monitor_every, seed))
+                kl_target, epochs, save_every, monitor_every, seed, report_to=report_to))
 
 
 @train_app.command("grpo")
@@ -78,7 +78,7 @@ def train_grpo(out: Out, reward: Rewards, model: Model = None, prompts: Prompts 
                samples: Samples = None, max_new_tokens: NewTokens = None, temperature: Temperature = None,
                kl_coef: KlCoef = None, kl_target: KlTarget = None, epochs: Epochs = None,
                save_every: SaveEvery = None, monitor_every: MonitorEvery = None, seed: Seed = None,
-               monitor_judge: Judge = True) -> None:
+               monitor_judge: Judge = True, report_to: ReportTo = None) -> None:
     """Group-relative RL: K samples per prompt, the baseline from the group, no value model."""
     from rlaif.errors import ConfigError
 
@@ -86,7 +86,7 @@ def train_grpo(out: Out, reward: Rewards, model: Model = None, prompts: Prompts 
         raise ConfigError(f"--baseline must be grpo or rloo, got {baseline!r}")
     _rl(baseline, out, model, reward, prompts, monitor_judge,
         _values(max_steps, lr, batch_size, micro_batch_size, samples, max_new_tokens, temperature, kl_coef,
-                kl_target, epochs, save_every, monitor_every, seed))
+                kl_target, epochs, save_every, monitor_every, seed, report_to=report_to))
 
 
 @app.command("best-of-n")
@@ -148,7 +148,7 @@ def iterate(prompts: Annotated[str, typer.Option(help="Prompt source to generate
         "train": {k: v for k, v in {"max_steps": max_steps}.items() if v is not None},
         "eval": {k: v for k, v in {"limit": eval_limit}.items() if v is not None}})
     if prefect:
-        from flows.iterate import iterate_flow
+        from rlaif.flows.iterate import iterate_flow
 
         rows = iterate_flow(options, settings_overrides=overrides())
     else:

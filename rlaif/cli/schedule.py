@@ -22,8 +22,8 @@ def schedule(
 ) -> None:
     """Deploy the nightly generation and weekly train-and-evaluate runs with their cron schedules, start a
     worker, and print the Prefect UI address. Uses PREFECT_API_URL, or starts a server on 127.0.0.1."""
-    from flows.deployments import NIGHTLY, WEEKLY, nightly_options, weekly_parameters
     from rlaif import scheduling
+    from rlaif.flows.deployments import NIGHTLY, WEEKLY, nightly_options, weekly_parameters
 
     effective = settings()
     scheduling.parse_port(port)

@@ -15,6 +15,8 @@ from typing import Annotated, Optional
 import typer
 
 from rlaif.cli._app import app, echo, settings
+from rlaif.options import option_help
+from rlaif.train.options import TrainOptions
 
 train_app = typer.Typer(help="Train a model: sft (supervised, on sft_dataset), rm (a reward model) and dpo (the DPO "
                         "family: dpo, cdpo, ipo, dpo-norm, simpo) on preference_dataset; ppo and grpo (--baseline "
@@ -38,12 +40,13 @@ Lora = Annotated[bool, typer.Option(help="Train LoRA adapters (peft) instead of 
 LoraR = Annotated[Optional[int], typer.Option(help="LoRA rank.")]
 Precision = Annotated[Optional[str], typer.Option(help="auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16.")]
 GradCkpt = Annotated[bool, typer.Option(help="Recompute activations in backward to save memory.")]
+ReportTo = Annotated[Optional[str], typer.Option(help=option_help("report_to", TrainOptions))]
 
 
-def _train(kind: str, out: Path, model: Optional[str], values: dict) -> None:
+def _train(kind: str, out: Path, model: Optional[str], values: dict, report_to: Optional[str]) -> None:
     from rlaif.train.runner import is_main_process, run_train
 
-    result = run_train(settings(), kind, out=out, model=model, options=values, log=echo)
+    result = run_train(settings(), kind, out=out, model=model, options={**values, "report_to": report_to}, log=echo)
     if is_main_process() and result.final_path:
         echo(f"model: {result.final_path}\nmetrics: rlaif sql \"SELECT phase, step, name, value FROM train_metrics "
              f"WHERE run_id = '{result.run_id}' ORDER BY phase, step, name\"")
@@ -65,11 +68,11 @@ def train_sft(out: Out, model: Model = None, rounds: Annotated[Optional[str], ty
         lr: Lr = None, batch_size: BatchSize = None, micro_batch_size: MicroBatch = None, max_steps: MaxSteps = None,
         epochs: Epochs = None, max_length: MaxLength = None, save_every: SaveEvery = None, lr_schedule: Schedule = None,
         seed: Seed = None, lora: Lora = False, lora_r: LoraR = None, precision: Precision = None,
-        gradient_checkpointing: GradCkpt = False) -> None:
+        gradient_checkpointing: GradCkpt = False, report_to: ReportTo = None) -> None:
     """Supervised fine-tuning on sft_dataset (the SL-CAI model); the loss covers the assistant answer only."""
     values = _common(lr, batch_size, micro_batch_size, max_steps, epochs, max_length, save_every, lr_schedule, seed,
                      lora, lora_r, precision, gradient_checkpointing)
-    _train("sft", out, model, {**values, "rounds": rounds, "train_on": train_on})
+    _train("sft", out, model, {**values, "rounds": rounds, "train_on": train_on}, report_to)
 
 
 @train_app.command("rm")
@@ -77,11 +80,11 @@ def train_rm(out: Out, model: Model = None, lr: Lr = None, batch_size: BatchSize
              micro_batch_size: MicroBatch = None, max_steps: MaxSteps = None, epochs: Epochs = None,
              max_length: MaxLength = None, save_every: SaveEvery = None, lr_schedule: Schedule = None,
              seed: Seed = None, lora: Lora = False, lora_r: LoraR = None, precision: Precision = None,
-             gradient_checkpointing: GradCkpt = False) -> None:
+             gradient_checkpointing: GradCkpt = False, report_to: ReportTo = None) -> None:
     """Train a reward model (scalar head, soft-label Bradley-Terry) on preference_dataset; rewards normalised."""
     values = _common(lr, batch_size, micro_batch_size, max_steps, epochs, max_length, save_every, lr_schedule, seed,
                      lora, lora_r, precision, gradient_checkpointing)
-    _train("rm", out, model, values)
+    _train("rm", out, model, values, report_to)
 
 
 @train_app.command("dpo")
@@ -92,11 +95,11 @@ def train_dpo(out: Out, model: Model = None, loss: Annotated[Optional[str], type
         lr: Lr = None, batch_size: BatchSize = None, micro_batch_size: MicroBatch = None, max_steps: MaxSteps = None,
         epochs: Epochs = None, max_length: MaxLength = None, save_every: SaveEvery = None, lr_schedule: Schedule = None,
         seed: Seed = None, lora: Lora = False, lora_r: LoraR = None, precision: Precision = None,
-        gradient_checkpointing: GradCkpt = False) -> None:
+        gradient_checkpointing: GradCkpt = False, report_to: ReportTo = None) -> None:
     """Train the DPO family on preference_dataset; reference log-probs are computed once and cached."""
     values = _common(lr, batch_size, micro_batch_size, max_steps, epochs, max_length, save_every, lr_schedule, seed,
                      lora, lora_r, precision, gradient_checkpointing)
-    _train("dpo", out, model, {**values, "loss": loss, "beta": beta, "gamma": gamma})
+    _train("dpo", out, model, {**values, "loss": loss, "beta": beta, "gamma": gamma}, report_to)
 
 
 @app.command()

@@ -424,14 +424,28 @@ class OpenAIEngine(ScoringMixin):
 
     def _make_client(self, base_url: str) -> Any:
         """An ``AsyncOpenAI`` client with retries off and a connection pool as wide as the window."""
-        import httpx2  # openai 3.x's HTTP transport
         import openai
 
-        limits = httpx2.Limits(max_connections=self.concurrency + 8, max_keepalive_connections=self.concurrency + 8)
-        http = openai.DefaultAsyncHttpxClient(limits=limits, timeout=httpx2.Timeout(self.timeout_s))
+        http_lib = openai_http_library()
+        limits = http_lib.Limits(max_connections=self.concurrency + 8, max_keepalive_connections=self.concurrency + 8)
+        http = openai.DefaultAsyncHttpxClient(limits=limits, timeout=http_lib.Timeout(self.timeout_s))
         return openai.AsyncOpenAI(
             base_url=base_url, api_key=self.api_key, max_retries=0, timeout=self.timeout_s, http_client=http
         )
+
+
+def openai_http_library() -> Any:
+    """The HTTP library the installed openai's client is built on (httpx2 for openai 3.x, httpx before it).
+
+    The pool's ``Limits`` and ``Timeout`` must be that library's own classes. Asking openai, instead of importing
+    one by name, keeps the engine working with whichever openai is installed (vLLM's image keeps its own).
+    """
+    import importlib
+
+    import openai
+
+    base = next(c for c in openai.DefaultAsyncHttpxClient.__mro__[1:] if c.__name__ == "AsyncClient")
+    return importlib.import_module(base.__module__.partition(".")[0])
 
 
 def choice_tail_logprob(tokens: list[str], logprobs: list[float | None], choice: str) -> float | None:

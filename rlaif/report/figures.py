@@ -31,8 +31,7 @@ STYLE = {
 
 def render(plot: "Plot") -> tuple[str, int, int]:
     """Draw a plot; returns (data URI of the PNG, displayed width and height in CSS pixels)."""
-    from cycler import cycler
-    from matplotlib import rc_context
+    from matplotlib import cycler, rc_context  # matplotlib's own re-export of the cycler package
     from matplotlib.figure import Figure
 
     style = dict(STYLE, **{"axes.prop_cycle": cycler(color=COLOURS)})

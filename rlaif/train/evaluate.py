@@ -118,6 +118,9 @@ def run_winrate(settings: Settings, *, policy: str | Path, prompts: str, base: s
         _close_run(store, run_id, "failed", f"{type(exc).__name__}: {exc}")
         raise
     _close_run(store, run_id, "completed")
+    from rlaif.train.model_card import write_model_card
+
+    write_model_card(store, policy_path)  # the card of a folder rlaif trained shows its new win rate
     return report
 
 

@@ -113,7 +113,10 @@ def fit(task: Task, options: TrainOptions, accelerator: Any, ctx: LoopContext) -
     if ctx.resume_from is not None:
         accelerator.load_state(str(ctx.resume_from))
     plan = batch_plan(task.lengths, options.batch_size, steps=ctx.total_steps, seed=options.seed)
-    metrics = tracking.MetricsLog(ctx.store, ctx.run_id) if accelerator.is_main_process else None
+    metrics = None
+    if accelerator.is_main_process:
+        trackers = tracking.open_trackers(options.report_to, ctx.out_dir, ctx.run_id, options)
+        metrics = tracking.MetricsLog(ctx.store, ctx.run_id, trackers=trackers)
     if ctx.start_step == 0:
         _evaluate(task, model, 0, metrics, accelerator, ctx)
     for step in range(ctx.start_step, ctx.total_steps):

@@ -1,5 +1,10 @@
 """Model loading for training: device and precision, LoRA, the scalar-head reward model, servable folders.
 
+A reward model is saved as a transformers ``AutoModelForSequenceClassification`` folder (``num_labels=1``, the
+head as its ``score`` layer, the normalisation statistics in its config as ``reward_mean``/``reward_std``), so
+transformers, TRL, OpenRLHF and vLLM's classification pooling load it as it is. Folders of the earlier layout (the
+base model, ``reward_head.safetensors`` and the statistics in ``reward_model.json``) still load.
+
 Precision: on CUDA a run trains in bf16 *autocast* over fp32 weights (``accelerate``'s mixed precision); frozen
 models (a reference, a reward model scoring rollouts) load in bf16 outright. On CPU everything is fp32: CPUs here
 lack fast bf16 matmuls, and the engines generate in fp32 on CPU too. Trainable weights stay fp32 even on a GPU
@@ -160,15 +165,20 @@ class RewardModel(nn.Module):
     The last token of a (prompt, answer) sequence is the answer's end-of-turn token, which has attended to the
     whole exchange, as in the preference models of Ouyang et al. 2022 and Bai et al. 2022. ``mean`` and ``std``
     (saved with it) turn a raw reward into one with mean 0 and std 1 on its reference set.
+
+    The head has no bias: the Bradley-Terry loss sees only reward differences, so a bias gets no gradient (it
+    stayed at its initial 0 in the earlier layout, which had one); normalisation sets the offset. Without it the
+    head is exactly the ``score`` layer of transformers' and vLLM's sequence-classification models.
     """
 
-    def __init__(self, backbone: Any, mean: float = 0.0, std: float = 1.0):
+    def __init__(self, backbone: Any, mean: float = 0.0, std: float = 1.0, *, bias: bool = False):
         super().__init__()
         self.backbone = backbone
         hidden = backbone.config.hidden_size
-        self.head = nn.Linear(hidden, 1, bias=True)
+        self.head = nn.Linear(hidden, 1, bias=bias)
         nn.init.normal_(self.head.weight, std=1.0 / (hidden + 1) ** 0.5)
-        nn.init.zeros_(self.head.bias)
+        if bias:
+            nn.init.zeros_(self.head.bias)
         self.register_buffer("stats", torch.tensor([mean, std], dtype=torch.float32), persistent=False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -204,22 +214,50 @@ def new_reward_model(path: Path, *, lora: LoraOptions | None = None, gradient_ch
 
 
 def load_reward_model(path: Path, *, device: torch.device | None = None, dtype: torch.dtype | None = None) -> Any:
-    """A saved reward model (``save_reward_model``), frozen, with its normalisation statistics."""
+    """A saved reward model (either layout, see the module docstring), frozen, with its normalisation statistics."""
     quiet_transformers()
-    from safetensors.torch import load_file
-    from transformers import AutoModel
-
-    meta_path = Path(path) / REWARD_META_FILE
+    path = Path(path)
+    meta_path = path / REWARD_META_FILE
     if not meta_path.is_file():
         raise ConfigError(f"{path} is not a reward model folder (no {REWARD_META_FILE}); train one with rlaif train rm")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    backbone = AutoModel.from_pretrained(path, dtype=dtype or torch.float32)
-    model = RewardModel(backbone, mean=meta["mean"], std=meta["std"])
-    model.head.load_state_dict(load_file(Path(path) / REWARD_HEAD_FILE))
-    model.head.to(dtype or torch.float32)
+    if (path / REWARD_HEAD_FILE).is_file():
+        model = _load_head_layout(path, meta, dtype or torch.float32)
+    else:
+        model = _load_classifier_layout(path, dtype or torch.float32)
     model.requires_grad_(False)
     model.meta = meta
     return model.to(device or torch.device("cpu")).eval()
+
+
+def _load_head_layout(path: Path, meta: dict, dtype: torch.dtype) -> RewardModel:
+    """The earlier layout: the base model, ``reward_head.safetensors`` (weight and bias), stats in the JSON."""
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    backbone = AutoModel.from_pretrained(path, dtype=dtype)
+    head = load_file(path / REWARD_HEAD_FILE)
+    model = RewardModel(backbone, mean=meta["mean"], std=meta["std"], bias="bias" in head)
+    model.head.load_state_dict(head)
+    model.head.to(dtype)
+    return model
+
+
+def _load_classifier_layout(path: Path, dtype: torch.dtype) -> RewardModel:
+    """A sequence-classification folder: its decoder and ``score`` layer, the stats from its config."""
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        classifier = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load a reward model from {path}: {str(exc).splitlines()[0]}") from None
+    config = classifier.config
+    if config.num_labels != 1 or getattr(config, "reward_std", None) is None:
+        raise ConfigError(f"{path}: expected a reward model (num_labels 1, reward_mean/reward_std in config.json)")
+    model = RewardModel(classifier.base_model, mean=config.reward_mean, std=config.reward_std)
+    model.head.weight.data.copy_(classifier.score.weight.data)
+    model.head.to(dtype)
+    return model
 
 
 # --- saving ----------------------------------------------------------------------------------------------------
@@ -245,25 +283,74 @@ def save_model_folder(model: Any, tokenizer: Any, out: Path, *, meta: dict[str, 
     return out
 
 
-def save_reward_model(model: Any, tokenizer: Any, out: Path, *, meta: dict[str, Any]) -> Path:
-    """Write a reward model folder: the backbone (LoRA merged), the head, and ``reward_model.json``."""
-    from safetensors.torch import save_file
-
+def save_reward_model(model: Any, tokenizer: Any, out: Path, *, meta: dict[str, Any],
+                      end_of_turn: list[int] | None = None) -> Path:
+    """Write a reward model folder: ``AutoModelForSequenceClassification`` weights and config (LoRA merged, the
+    statistics in the config), the tokenizer, and ``reward_model.json`` (run, step, options, statistics)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    mean, std = (float(v) for v in model.stats.tolist())
     try:
-        merged(model.backbone).save_pretrained(tmp)
+        classifier = as_sequence_classifier(model, mean, std)
+        pad = pooling_pad_id(tokenizer, end_of_turn or [tokenizer.eos_token_id])
+        classifier.config.pad_token_id = pad
+        tokenizer = _with_pad(tokenizer, pad)
+        classifier.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        save_file({k: v.detach().float().cpu().contiguous() for k, v in model.head.state_dict().items()},
-                  tmp / REWARD_HEAD_FILE)
-        mean, std = (float(v) for v in model.stats.tolist())
         (tmp / REWARD_META_FILE).write_text(json.dumps({**meta, "mean": mean, "std": std}, indent=2, default=str)
                                             + "\n", encoding="utf-8")
         swap_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def as_sequence_classifier(model: RewardModel, mean: float, std: float) -> Any:
+    """The reward model as transformers' ``...ForSequenceClassification`` of its decoder (num_labels 1, head as
+    ``score``), with ``reward_mean``/``reward_std`` in its config: normalised = (logit - mean) / std."""
+    from transformers import AutoModelForSequenceClassification
+
+    backbone = merged(model.backbone)
+    config = backbone.config.__class__.from_dict(backbone.config.to_dict())
+    config.architectures = None
+    config.num_labels = 1
+    config.id2label, config.label2id = {0: "reward"}, {"reward": 0}
+    config.problem_type = "regression"
+    if model.head.bias is not None:  # a model of the earlier layout: fold its (zero-gradient) bias into the mean
+        mean -= float(model.head.bias)
+    config.reward_mean, config.reward_std = mean, std
+    config.reward_normalisation = "(score - reward_mean) / reward_std"
+    config.use_cache = True
+    with torch.device("meta"):
+        classifier = AutoModelForSequenceClassification.from_config(config)
+    if not isinstance(getattr(classifier, "score", None), nn.Linear):
+        raise ConfigError(f"{type(classifier).__name__} has no linear `score` head; cannot save this reward model "
+                          "as a sequence classifier")
+    classifier.to_empty(device="cpu")
+    getattr(classifier, classifier.base_model_prefix).load_state_dict(backbone.state_dict())
+    classifier.score.weight.data.copy_(model.head.weight.detach().float().cpu())
+    return classifier.float()
+
+
+def pooling_pad_id(tokenizer: Any, end_of_turn: list[int]) -> int | None:
+    """A pad id that never ends a sequence: transformers' classifier reads the last token that is *not* the pad id,
+    so a pad equal to the end-of-turn token (SmolLM2's) would move the reward to the token before it. None when
+    the tokenizer offers no such token (then transformers scores only unpadded batches)."""
+    for candidate in (tokenizer.pad_token_id, tokenizer.unk_token_id):
+        if candidate is not None and candidate not in end_of_turn:
+            return int(candidate)
+    return None
+
+
+def _with_pad(tokenizer: Any, pad: int | None) -> Any:
+    if pad is None or pad == tokenizer.pad_token_id:
+        return tokenizer
+    import copy
+
+    saved = copy.deepcopy(tokenizer)
+    saved.pad_token = saved.convert_ids_to_tokens(pad)
+    return saved
 
 
 def read_train_meta(path: Path) -> dict[str, Any]:

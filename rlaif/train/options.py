@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from rlaif.errors import ConfigError
 
 PairLossName = Literal["dpo", "cdpo", "ipo", "dpo-norm", "simpo"]
-RESUMABLE_CHANGES = frozenset({"max_steps", "save_every", "keep_checkpoints", "eval_every"})
+RESUMABLE_CHANGES = frozenset({"max_steps", "save_every", "keep_checkpoints", "eval_every", "report_to"})
+ReportTo = Literal["auto", "tensorboard", "wandb", "mlflow", "none"]
 
 
 class LoraOptions(BaseModel):
@@ -52,6 +53,9 @@ class TrainOptions(BaseModel):
     lora: LoraOptions | None = Field(None, description="train low-rank adapters instead of every weight")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on CUDA, fp32 on CPU")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
+    report_to: ReportTo = Field(
+        "auto", description="where the metrics also go, through accelerate's trackers: tensorboard (event files in "
+        "OUT/tensorboard/RUN) | wandb | mlflow | none; auto = tensorboard when it is installed, else none")
 
     @model_validator(mode="after")
     def _micro_fits(self) -> TrainOptions:

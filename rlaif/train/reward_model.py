@@ -139,8 +139,11 @@ def _reference_sums(module: Any, seqs: list[list[int]], rank: int, world: int, s
 
 
 def save_rm(setup: Setup, module: Any, folder: Path, meta: dict, state: dict | None) -> Path:
+    from rlaif.train.models import end_of_turn_ids
+
     meta = {**meta, "reference": f"{setup.options.norm_split} split of preference_dataset", "pooling": "last token"}
-    return save_reward_model(module, setup.tokenizer, folder, meta=meta)
+    return save_reward_model(module, setup.tokenizer, folder, meta=meta,
+                             end_of_turn=end_of_turn_ids(setup.base_path, setup.tokenizer))
 
 
 RM_RECIPE = Recipe(kind="rm", dataset="preference_dataset", read_rows=read_preference_rows,

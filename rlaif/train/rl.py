@@ -215,7 +215,8 @@ def _monitor(run: RlRun, heldout: list[RolloutPrompt], judge: RewardSource | Non
 def _train(run: RlRun, monitor: Any, first: int, total: int, base_model: str) -> Path:
     options = run.options
     writer = Writer(run.store, max_rows=4096, max_age_s=5.0)
-    metrics = tracking.MetricsLog(run.store, run.run_id)
+    trackers = tracking.open_trackers(options.report_to, run.out_dir, run.run_id, options)
+    metrics = tracking.MetricsLog(run.store, run.run_id, trackers=trackers)
     cfg = update_config(options)
     # The judge reward and the monitor's judge record their engine calls in this writer, stored with the rollouts.
     with run.reward.recorded_in(writer, run.run_id, monitor.judge if monitor is not None else None):
@@ -337,5 +338,8 @@ def _save_final(run: RlRun, total: int, base_model: str) -> Path:
     tracking.register_checkpoint(run.store, run.run_id, "final", total, final)
     tracking.prune_checkpoints(run.store, run.run_id, keep=0)
     tracking.finish_run(run.store, run.run_id, "completed", steps_done=total, final_path=str(final))
+    from rlaif.train.model_card import write_model_card
+
+    write_model_card(run.store, final)
     run.log(f"saved {final}")
     return final

@@ -21,6 +21,7 @@ from rlaif.errors import ConfigError, EngineError, StoreError, UserError
 from rlaif.train import tracking
 from rlaif.train.data import by_split, dataset_version, end_of_turn_strings, steps_per_epoch
 from rlaif.train.loop import LoopContext, Task, fit, make_accelerator
+from rlaif.train.model_card import write_model_card
 from rlaif.train.models import end_of_turn_ids, load_tokenizer, save_model_folder, select_device, select_precision
 from rlaif.train.options import TrainOptions
 
@@ -140,6 +141,7 @@ def _save_final(recipe: Recipe, setup: Setup, model: Any, spec: tracking.RunSpec
         tracking.register_checkpoint(setup.store, setup.run_id, "final", total, final)
         tracking.prune_checkpoints(setup.store, setup.run_id, keep=0)  # a finished run never resumes
         tracking.finish_run(setup.store, setup.run_id, "completed", steps_done=total, final_path=str(final))
+        write_model_card(setup.store, final)
         setup.log(f"saved {final}")
     accelerator.wait_for_everyone()
     return final

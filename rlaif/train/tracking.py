@@ -7,7 +7,8 @@
 - **Metrics** (``train_metrics``): long rows (run, phase, step, name, value), buffered by a ``Writer`` and
   flushed in short transactions, so ``rlaif sql`` can watch a run from another process. Before a resumed run
   repeats the steps past its checkpoint it deletes their rows, so every (phase, step, name) is stored once and
-  describes the weights that were kept.
+  describes the weights that were kept. The same values also go to the trackers of ``report_to`` (accelerate's
+  TensorBoard, W&B and MLflow trackers), each as ``PHASE/NAME`` at its step: ``step/loss`` is the loss curve.
 - **Checkpoints** (``train_checkpoints``): a folder per save, written under a temporary name by every process
   (accelerate's state: weights, optimizer, scheduler, each process's RNG) and renamed and registered by the main
   process once complete, so a kill mid-save leaves nothing registered. Only the newest few are kept.
@@ -158,23 +159,84 @@ def finish_run(store: Store, run_id: str, status: str, *, steps_done: int | None
 
 
 class MetricsLog:
-    """Buffers metric rows and writes them in short transactions (at most every ``max_age_s`` seconds)."""
+    """Buffers metric rows and writes them in short transactions (at most every ``max_age_s`` seconds); hands the
+    same values to ``trackers`` (``open_trackers``) as they come."""
 
-    def __init__(self, store: Store, run_id: str, *, max_age_s: float = 5.0):
+    def __init__(self, store: Store, run_id: str, *, max_age_s: float = 5.0, trackers: list[Any] | None = None):
         self.run_id = run_id
         self.writer = Writer(store, max_rows=1024, max_age_s=max_age_s)
+        self.trackers = trackers or []
 
     def log(self, step: int, values: dict[str, float], phase: str = "step") -> None:
         now = utcnow()
         for name, value in values.items():
             self.writer.add("train_metrics", {"run_id": self.run_id, "phase": phase, "step": step, "name": name,
                                               "value": None if value is None else float(value), "created_at": now})
+        scalars = {f"{phase}/{name}": float(value) for name, value in values.items() if value is not None}
+        for tracker in self.trackers:
+            tracker.log(scalars, step=step)
 
     def flush(self) -> None:
         self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()
+        for tracker in self.trackers:
+            tracker.finish()
+
+
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+TENSORBOARD_DIR = "tensorboard"  # in the output folder: OUT/tensorboard/<run id>/events.out.tfevents.*
+
+
+def tracker_names(report_to: str) -> list[str]:
+    """The trackers ``report_to`` asks for: ``auto`` is TensorBoard when installed, else none; a named tracker
+    whose package is missing is a user error (naming the package to install)."""
+    import importlib.util
+
+    if report_to == "none":
+        return []
+    if report_to == "auto":
+        return ["tensorboard"] if importlib.util.find_spec("tensorboard") else []
+    package = TRACKER_PACKAGES.get(report_to)
+    if package is None:
+        raise ConfigError(f"report_to must be one of auto, {', '.join(TRACKER_PACKAGES)}, none; got {report_to!r}")
+    if importlib.util.find_spec(package) is None:
+        raise ConfigError(f"--report-to {report_to} needs the {package} package: pip install {package}")
+    return [report_to]
+
+
+def open_trackers(report_to: str, out_dir: Path, run_id: str, options: Any) -> list[Any]:
+    """Start accelerate's trackers for a run (main process only), with its options as hyperparameters."""
+    names = tracker_names(report_to)
+    if not names:
+        return []
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+    trackers = []
+    for name in names:
+        cls = LOGGER_TYPE_TO_CLASS[name]
+        if name == "tensorboard":
+            tracker = cls(run_id, str(Path(out_dir) / TENSORBOARD_DIR))
+        elif name == "wandb":
+            tracker = cls("rlaif", name=run_id)  # W&B project "rlaif", one W&B run per training run
+        else:
+            tracker = cls(experiment_name="rlaif", run_name=run_id)
+        tracker.start()
+        tracker.store_init_configuration(flat_options(options.model_dump(mode="json")))
+        trackers.append(tracker)
+    return trackers
+
+
+def flat_options(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested options as ``{"rollout.samples": 4, ...}``: trackers take scalars (lists and None as text)."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(flat_options(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    return flat
 
 
 def read_metrics(store: Store, run_id: str, name: str, phase: str = "step") -> list[tuple[int, float]]:
