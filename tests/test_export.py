@@ -23,7 +23,8 @@ from rlaif.store import export_dataset as store_export
 @pytest.fixture(scope="module", params=["file", "lake"])
 def db(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path | str:
     folder = tmp_path_factory.mktemp("export")  # the same exports from the file store and from a lake
-    return make_export_db(folder / "rlaif.duckdb" if request.param == "file" else f"ducklake:{folder / 'rlaif.ducklake'}")
+    target = folder / "rlaif.duckdb" if request.param == "file" else f"ducklake:{folder / 'rlaif.ducklake'}"
+    return make_export_db(target)
 
 
 def load(path: Path, tmp_path: Path) -> Dataset:
