@@ -145,7 +145,9 @@ NOT_IMPORTED = {"gguf": "transformers reads the embedded GGUF model with it",
                 "pytest": "the test runner", "ruff": "the linter (tests/test_lint.py)",
                 "tensorboard": "accelerate's TensorBoard tracker writes the event files with it",
                 "prefect-docker": "Prefect's Docker work pool (deploy/)",
-                "prefect-kubernetes": "Prefect's Kubernetes work pool (deploy/)", "vllm": "imported in the vllm engine"}
+                "prefect-kubernetes": "Prefect's Kubernetes work pool (deploy/)", "vllm": "imported in the vllm engine",
+                "duckdb-extension-ducklake": "the lake store INSTALLs the extension file found in it (rlaif/lake.py)",
+                "duckdb-extension-postgres": "the lake store INSTALLs the extension file found in it (rlaif/lake.py)"}
 
 
 def imported_top_levels(folders: list[Path]) -> set[str]:
