@@ -223,7 +223,7 @@ def test_contrast_scores_each_response_under_framing_and_baseline(harmless):
     # both framings keep the request, so only the principle's statement and contrary move a score
     # (tests/test_judge_principles.py shows them doing so)
     assert verdict.p_a == ar.logistic(verdict.score_a - verdict.score_b, JudgeConfig().contrast_temperature)
-    framing, baseline = framings(harmless, harmless.judge_principles[0])
+    framing, baseline = framings(harmless, harmless.judge_principle(verdict.principle_id))
     framed = framed_messages(framing, Q, guard=_guard(harmless))
     assert any(r.messages == framed for r in engine.score_requests)
     assert {r.continuation for r in engine.score_requests} == {GOOD, BAD}

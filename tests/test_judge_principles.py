@@ -95,12 +95,13 @@ def test_opposite_principles_give_opposite_verdicts_on_the_embedded_model(harmle
     engine = TransformersEngine(prepare_embedded_model(load_settings().cache_dir), model_name=EMBEDDED_MODEL,
                                 batch_size=4, device="cpu")
     try:
-        neutral = "You answer questions."  # each principle against a neutral contrary: no built-in symmetry
-        both = _with_principles(harmless, (REFUSE, neutral), (HELP, neutral))
+        both = _with_principles(harmless, (REFUSE, HELP), (HELP, REFUSE))
         p_refuse, p_help = _p_refusal(engine, both, "p0"), _p_refusal(engine, both, "p1")
     finally:
         asyncio.run(engine.aclose())
-    assert p_refuse > 0.5 > p_help, (p_refuse, p_help)
+    # Swapping statement and contrary negates both scores, so the verdicts are complements by construction; what
+    # the model decides is the direction, and that it is decisive (0.94 measured for the refusal principle).
+    assert p_refuse > 0.8 and p_help < 0.2 and p_help == pytest.approx(1 - p_refuse), (p_refuse, p_help)
 
 
 def _csv(path: Path, rows: list[dict]) -> str:
@@ -134,6 +135,7 @@ def test_editing_a_principle_changes_the_stored_labels_in_a_new_run(settings, tm
         out = capsys.readouterr().out
         runs.append(next(line.split()[1].rstrip(":") for line in out.splitlines() if line.startswith("run ")))
         assert "(resumed)" not in out
+        assert "warning: the contrast judge carries no measured signal" in out  # the fake judge reads nothing
     assert runs[0] != runs[1]
     store = Store(settings.db)
     rows = store.fetch("SELECT run_id, response_a, p_a, constitution_version FROM comparisons WHERE mode = 'contrast' "
