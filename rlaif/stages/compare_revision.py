@@ -1,4 +1,4 @@
-"""Judge a chain's original answer against its final revision, in both orders: the pair an SL-CAI chain yields.
+"""Judge a chain's original answer against its final revision: the pair an SL-CAI chain yields.
 
 Bai et al. 2022 (arXiv 2212.08073) train the preference model of their RL phase on pairs sampled from the SL
 model; pairing the policy's answer with its own revision, as here, is a cheap stand-in that gives
