@@ -24,7 +24,7 @@ def judge_eval(
     pairs: Optional[str] = typer.Option(None, "--pairs", help="Labelled pairs: prompt, response_a, response_b, "
                                         "label (A|B) [, kind, split], or prompt, chosen, rejected; any prompt-source "
                                         f"format. Default: the shipped set ({SHIPPED_PAIRS})."),
-    mode: Optional[str] = typer.Option(None, help=MODE_HELP),
+    mode: Optional[str] = typer.Option(None, help=MODE_HELP + "; or a comma-separated list"),
     split: Optional[str] = typer.Option(None, help="Only the pairs of this split column: dev (choosing) or eval "
                                                     "(reporting)."),
     dev: bool = typer.Option(False, "--dev", help="Choose a mode: the shipped set's dev split in every mode."),
@@ -52,9 +52,10 @@ def judge_eval(
     if write_defaults and not dev:
         raise UserError("--write-defaults needs --dev (defaults are chosen on the dev split)")
     chosen = mode or ("all" if dev else default_mode(feedback.engine))
-    if chosen != "all" and chosen not in MODES:
-        raise UserError(f"--mode must be one of {', '.join(MODES)} or all, got {chosen!r}")
-    modes = list(MODES) if chosen == "all" else [chosen]
+    modes = list(MODES) if chosen == "all" else chosen.split(",")
+    if any(m not in MODES for m in modes):
+        raise UserError(f"--mode must be one of {', '.join(MODES)}, a comma-separated list of them, or all, "
+                        f"got {chosen!r}")
     source = pairs or str(package_file("data", "judge_eval_kinds.jsonl"))
     rules = load_constitution(resolve_constitution(constitution))
     report = run_judge_eval(effective, source, rules, modes, config=JudgeConfig(principles=principles),
