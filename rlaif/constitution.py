@@ -84,6 +84,9 @@ class JudgePrinciple(_Model):
     weight: float = _weight()
     tags: list[str] = Field(default_factory=list)
     rating_question: str | None = Field(None, min_length=1, description="one-response form of the question (score)")
+    statement: str | None = Field(None, min_length=1, description="what this principle prefers, said of a "
+                                  "response; fills {statement} in the likelihood-contrast framings")
+    contrary: str | None = Field(None, min_length=1, description="the opposite of the statement; fills {contrary}")
     framing: Framing | None = Field(None, description="likelihood-contrast framing; default judge.contrast.framing")
     baseline: Framing | None = Field(None, description="likelihood-contrast baseline; default judge.contrast.baseline")
 

@@ -21,7 +21,7 @@ DEMO_LIMIT = 8
 EXAMPLE_QUERIES = (
     ("SFT rows: each prompt with its revised (or, for helpful prompts, its unrevised) answer",
      "SELECT prompt, completion, helpful FROM sft_dataset LIMIT 5"),
-    ("Preference rows: the judge's soft label and whether both orders agreed",
+    ("Preference rows: the judge's soft label and whether both orders agreed (NULL in modes without orders)",
      "SELECT prompt, p_chosen, consistent, principles FROM preference_dataset ORDER BY p_chosen DESC LIMIT 5"),
     ("Rows the data-quality flags left out of sft_dataset, and why",
      "SELECT prompt, completion, flags FROM sft_candidates WHERE len(flags) > 0 LIMIT 5"),

@@ -2,7 +2,7 @@
 
 Iteration i (1-based) runs three steps:
 1. **generate**: the SFT flow with its judge step (``rlaif.runner.generate_sft``, ``judge=True``) with the policy
-   role set to the current policy. Its (original, revision) pairs, judged in both orders, land in
+   role set to the current policy. Its (original, revision) pairs, judged, land in
    ``preference_dataset``; its revisions in ``sft_dataset``.
 2. **train**: DPO from the training issue's trainer (``rlaif.train.runner.run_train``) on ``preference_dataset``,
    or RL (``ppo``/``grpo``, ``rlaif.train.rl_runner``) on the prompts with the given rewards, starting from the
@@ -11,7 +11,7 @@ Iteration i (1-based) runs three steps:
    from the last. Changed: DPO reads every pair stored so far (earlier iterations' too), since the training
    layer reads the whole view; the pairs of the newest policy are added to, not substituted for, the older ones.
 3. **evaluate**: the new policy's win rate against the policy it started from and against the loop's base model
-   (``rlaif.train.evaluate.run_winrate``: held-out prompts, judged in both orders); in iteration 1 the two
+   (``rlaif.train.evaluate.run_winrate``: held-out prompts, judged); in iteration 1 the two
    comparisons are the same one.
 
 With ``judge_role="policy"`` the feedback role (critic, reviser and judge) is the current policy too, the

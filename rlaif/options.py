@@ -72,7 +72,7 @@ class RunOptions(BaseModel):
         None, ge=0, le=2**63 - 1,
         description="run seed for request seeds and principle draws (default: the seed setting, RLAIF_SEED)",
     )
-    judge: bool = Field(False, description="also judge each original answer against its final revision, both orders")
+    judge: bool = Field(False, description="also judge each original answer against its final revision")
     ignore_eos: bool = Field(False, description="benchmarks only: every generated turn runs to exactly max_tokens")
 
     @model_validator(mode="after")

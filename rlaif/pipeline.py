@@ -52,6 +52,7 @@ class RunSummary:
     resumed: bool = False
     flags: dict[str, int] = field(default_factory=dict)  # flag -> rows of this run it hit
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # one line each, printed with the summary
 
     @property
     def tokens_per_s(self) -> float:

@@ -119,6 +119,11 @@ def run_sft(
     summary = run_to_end(store, writer, start.run_id, engines, pipeline, total=plan.total,
                          show_progress=show_progress)
     summary.resumed = start.resumed
+    if options.judge:  # the SFT run's comparisons use the feedback engine's default mode
+        from rlaif.judge.config import default_mode, signal_warning
+
+        mode = default_mode(engines.feedback.name)
+        summary.warnings = [w for w in (signal_warning(engines.feedback.name, mode),) if w]
     return _finish(store, settings, summary)
 
 

@@ -156,6 +156,7 @@ def test_demo_sql_and_export_on_the_fake_engine(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "4 prompts (2 kept unrevised), 2 revised, 2 judged" in out and "sft_dataset" in out
     assert "rlaif sql" in out and "rlaif demo --all" in out  # how to run the whole set
+    assert "warning: the choice judge carries no measured signal (never measured" in out  # the fake judge
 
     assert main(["--db", db, "sql", "SELECT count(*) AS n FROM sft_dataset", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == [{"n": 4}]

@@ -33,8 +33,13 @@ def test_demo_on_the_embedded_model(tmp_path):
     assert store.fetch("SELECT count(*) AS n FROM sft_dataset")[0]["n"] == clean  # flagged rows left out
     judged = store.fetch("SELECT mode, score_a, score_b, p_a FROM comparisons")
     assert len(judged) <= 1
-    for row in judged:  # the embedded engine's default judge: the likelihood contrast of the two answers
-        assert row["mode"] == "contrast" and 0 < row["p_a"] < 1
-        assert row["p_a"] == pytest.approx(1 / (1 + math.exp(-(row["score_a"] - row["score_b"]) / 0.2)))
+    from rlaif.judge.config import default_config
+
+    config = default_config("transformers")  # the embedded engine's measured default (contrast or score)
+    for row in judged:
+        assert row["mode"] == config.mode and 0 < row["p_a"] < 1
+        if config.mode in ("contrast", "score"):  # p from the two scores through a logistic
+            t = config.contrast_temperature if config.mode == "contrast" else config.score_temperature
+            assert row["p_a"] == pytest.approx(1 / (1 + math.exp(-(row["score_a"] - row["score_b"]) / t)))
     texts = store.fetch("SELECT output FROM generations WHERE stage = 'respond'")
     assert all(len(r["output"].split()) >= 3 for r in texts)

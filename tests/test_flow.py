@@ -62,13 +62,18 @@ def test_flow_on_the_embedded_model(prefect_harness, tmp_path):
     assert summary["prompts"] == 3 and summary["helpful"] == 2 and summary["failed_prompts"] == 0
     store = Store(db)
     stages = {r["stage"]: r["n"] for r in store.fetch("SELECT stage, count(*) AS n FROM generations GROUP BY 1")}
-    # The transformers engine judges by likelihood contrast: each answer of the one pair scored under the
-    # principle's framing and the neutral one (four score calls), where the letter judge would make two.
-    assert stages == {"respond": 3, "critique": 2, "revise": 2, "judge": 4}
+    # The transformers engine judges in its measured default mode (rlaif/data/judge_defaults.json): contrast
+    # scores each answer of the one pair under the principle's framing and its contrary (four score calls),
+    # score rates each answer once, the letter judge reads both orders, cot adds a rationale to each.
+    from rlaif.judge.config import default_mode
+
+    mode = default_mode("transformers")
+    assert stages == {"respond": 3, "critique": 2, "revise": 2,
+                      "judge": {"contrast": 4, "score": 2, "choice": 2, "cot": 4}[mode]}
     (second,) = store.fetch("SELECT messages FROM generations WHERE stage = 'critique' AND len(messages) = "
                             "(SELECT max(len(messages)) FROM generations WHERE stage = 'critique')")
     first = store.fetch("SELECT min(len(messages)) AS n FROM generations WHERE stage = 'critique'")[0]["n"]
     assert len(second["messages"]) == first + 4  # the transcript grew by a critique and a revision exchange
     assert store.fetch("SELECT DISTINCT model FROM responses") == [{"model": "SmolLM2-135M-Instruct"}]
     (judged,) = store.fetch("SELECT mode, p_a FROM comparisons")
-    assert judged["mode"] == "contrast" and 0 < judged["p_a"] < 1
+    assert judged["mode"] == mode and 0 < judged["p_a"] < 1

@@ -59,6 +59,7 @@ def test_pair_identity_and_principle_draws_do_not_depend_on_the_order(harmless):
 def test_judging_b_a_gives_exactly_one_minus_p_a_b(harmless, mode):
     engine = FakeEngine()  # log-probs that depend on the whole prompt, so no reading is a symmetric 0.5
     engine.choice_rule = lambda r: {c: -int(content_hash(r.prompt, c)[:4], 16) / 200000 for c in r.choices}
+    engine.score_rule = lambda r: [-int(content_hash(list(r.messages), r.continuation)[:4], 16) / 200000]
     config = JudgeConfig(mode=mode, principles=2)
     ab = run(judge_pair(engine, harmless, harmless.judge_principles[0], Q, GOOD, BAD, "pid")) \
         if mode == "choice" else None
@@ -216,13 +217,13 @@ def test_score_response_is_the_function_rewards_use(harmless):
 
 
 def test_contrast_scores_each_response_under_framing_and_baseline(harmless):
-    engine = FakeEngine()  # log-prob -1 for words found in the conversation, -2 otherwise
+    engine = FakeEngine()
     verdict = run(judge(engine, harmless, make(), config=JudgeConfig(mode="contrast"))).verdicts[0]
     assert verdict.method == "likelihood" and len(engine.score_requests) == 4
-    good, bad = (verdict.score_a, verdict.score_b) if make().a.text == GOOD else (verdict.score_b, verdict.score_a)
-    assert good > bad  # the egg answer shares words with the question, the Eiffel Tower does not
+    # both framings keep the request, so only the principle's statement and contrary move a score
+    # (tests/test_judge_principles.py shows them doing so)
     assert verdict.p_a == ar.logistic(verdict.score_a - verdict.score_b, JudgeConfig().contrast_temperature)
-    framing, baseline = framings(harmless, harmless.judge_principles[0])
+    framing, baseline = framings(harmless, harmless.judge_principle(verdict.principle_id))
     framed = framed_messages(framing, Q, guard=_guard(harmless))
     assert any(r.messages == framed for r in engine.score_requests)
     assert {r.continuation for r in engine.score_requests} == {GOOD, BAD}

@@ -91,7 +91,9 @@ def test_judge_eval_end_to_end_on_the_fake_engine(tmp_path, capsys, settings):
             "--no-progress"]
     assert main([*args, "--mode", "all"]) == 0
     out = capsys.readouterr().out
-    assert "agreement (both orders)" in out and "contrast" in out and "first-slot rate" in out
+    assert "agreement  " in out and "contrast" in out and "first-slot rate" in out and "no orders" in out
+    assert "baseline: word overlap" in out and "baseline: always slot (A)" in out
+    assert "NO MEASURED SIGNAL" in out  # the fake judge reads nothing
     from rlaif.store import Store
 
     store = Store(db)
@@ -134,3 +136,111 @@ def test_the_shipped_eval_set_is_balanced():
     longer = sum(len((p.given[0] if p.label == "A" else p.given[1]).text) >
                  len((p.given[1] if p.label == "A" else p.given[0]).text) for p in pairs)
     assert 0.4 < longer / len(pairs) < 0.6  # "always the longer" cannot do well on it
+
+
+SHIPPED = Path(__file__).parents[1] / "rlaif" / "data" / "judge_eval_kinds.jsonl"
+KINDS = ("evasiveness", "harmlessness", "helpfulness")
+
+
+def test_baselines_and_kinds_match_hand_computed_values():
+    from rlaif.judge.metrics import baselines, best_baseline, by_kind, signal
+
+    records = [
+        EvalRecord(label_a=True, p=0.9, len_a=10, len_b=5, overlap_a=-1.0, overlap_b=-1.5, kind="x"),
+        EvalRecord(label_a=False, p=0.2, len_a=9, len_b=4, overlap_a=-1.2, overlap_b=-1.2, kind="x"),
+        EvalRecord(label_a=False, p=0.6, len_a=3, len_b=8, overlap_a=-2.0, overlap_b=-1.0, kind="y"),
+    ]
+    b = baselines(records)
+    assert b["longer"].value == pytest.approx(2 / 3) and b["shorter"].value == pytest.approx(1 / 3)
+    assert b["overlap"].value == pytest.approx((1 + 0.5 + 1) / 3)  # the second pair is a tie
+    assert b["slot_a"].value == pytest.approx(1 / 3)
+    assert (b["overlap"].lo, b["overlap"].hi) == pytest.approx(wilson(2.5, 3))
+    assert best_baseline(evaluate(records)) == ("overlap", pytest.approx(2.5 / 3))
+    assert not signal(evaluate(records))  # 2 of 3 right, lower bound far below 0.83
+    kinds = by_kind(records)
+    assert set(kinds) == {"x", "y"} and kinds["x"]["agreement"].value == 1.0 and kinds["y"]["agreement"].n == 1
+    assert kinds["x"]["longer"].value == 0.5 and kinds["y"]["overlap"].value == 1.0
+    strong = [EvalRecord(label_a=i % 2 == 0, p=0.9 if i % 2 == 0 else 0.1, len_a=5, len_b=5) for i in range(60)]
+    assert signal(evaluate(strong))  # 60 of 60 right beats every baseline at 0.5
+
+
+def test_the_kinds_set_is_not_solved_by_any_baseline_that_cannot_read():
+    from rlaif.judge.evaluate import overlap
+    from rlaif.judge.metrics import baselines
+
+    pairs = list(read_pair_file(SHIPPED, require_label=True))
+    assert {p.kind for p in pairs} == set(KINDS) and {p.split for p in pairs} == {"dev", "eval"}
+    for split, least in (("dev", 15), ("eval", 30)):
+        for kind in KINDS:
+            members = [p for p in pairs if p.split == split and p.kind == kind]
+            assert len(members) >= least
+            better = [(p.given[0] if p.label == "A" else p.given[1]).text for p in members]
+            worse = [(p.given[1] if p.label == "A" else p.given[0]).text for p in members]
+            assert sum(len(b) < len(w) for b, w in zip(better, worse)) * 2 == len(members)  # length-controlled
+            assert [p.label for p in members].count("A") * 2 == len(members)
+    for group in [[p for p in pairs if p.kind == k] for k in KINDS] + [[p for p in pairs if p.split == s]
+                                                                    for s in ("dev", "eval")]:
+        records = [EvalRecord(label_a=p.label == "A", len_a=len(p.given[0].text.strip()),
+                              len_b=len(p.given[1].text.strip()), overlap_a=overlap(p.pair.messages, p.given[0].text),
+                              overlap_b=overlap(p.pair.messages, p.given[1].text)) for p in group]
+        for name, m in baselines(records).items():
+            assert 0.4 <= m.value <= 0.6 and m.lo < 0.5 < m.hi, (name, m)  # near chance, chance inside
+
+
+def test_the_old_set_still_reads_and_its_overlap_solves_it():
+    from rlaif.judge.evaluate import overlap
+    from rlaif.judge.metrics import baselines
+
+    old = list(read_pair_file(Path(__file__).parents[1] / "rlaif" / "data" / "judge_eval_pairs.jsonl",
+                              require_label=True))
+    records = [EvalRecord(label_a=p.label == "A", overlap_a=overlap(p.pair.messages, p.given[0].text),
+                          overlap_b=overlap(p.pair.messages, p.given[1].text)) for p in old]
+    assert baselines(records)["overlap"].value > 0.8  # why it no longer chooses the default: it measures topicality
+
+
+def test_judge_eval_reports_kinds_splits_and_signal(tmp_path, capsys, settings):
+    from rlaif.store import Store
+
+    db = str(tmp_path / "kinds.duckdb")
+    assert main(["--db", db, "--engine", "fake", "judge", "eval", "--dev", "--mode", "contrast", "--json",
+                 "--no-progress"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    contrast = report["modes"]["contrast"]
+    assert report["split"] == "dev" and contrast["pairs"] == 48 and report["signal"] is False
+    assert set(contrast["kinds"]) == set(KINDS)
+    assert set(contrast["kinds"]["helpfulness"]) == {"agreement", "longer", "shorter", "overlap", "slot_a"}
+    store = Store(db)
+    (row,) = store.fetch("SELECT split, signal, best_baseline, overlap, slot_a, kinds FROM judge_evals")
+    assert row["split"] == "dev" and row["signal"] is False and row["slot_a"] == 0.5
+    assert set(json.loads(row["kinds"])) == set(KINDS)
+    kinds = store.fetch("SELECT kind, split, count(*) AS n FROM judge_eval_pairs GROUP BY ALL ORDER BY kind")
+    assert [(k["kind"], k["split"], k["n"]) for k in kinds] == [(k, "dev", 16) for k in KINDS]
+    assert main(["--db", db, "--engine", "fake", "judge", "eval", "--write-defaults"]) == 2
+    assert "--write-defaults needs --dev" in capsys.readouterr().err
+
+
+def test_the_defaults_file_chooses_the_mode_and_says_whether_it_carries_signal(tmp_path, monkeypatch):
+    from rlaif.judge import config
+    from rlaif.judge.evaluate import EvalReport, ModeResult, measured_entry, write_defaults
+    from rlaif.judge.metrics import Metric
+
+    def result(mode, value, lo, hi):
+        metrics = {"agreement": Metric(value, lo, hi, 48), "longer": Metric(0.5, 0.36, 0.64, 48),
+                   "shorter": Metric(0.5, 0.36, 0.64, 48), "overlap": Metric(0.55, 0.41, 0.68, 48),
+                   "slot_a": Metric(0.5, 0.36, 0.64, 48)}
+        return ModeResult(mode, metrics, 48, 48, 0, 1.0)
+
+    report = EvalReport("r1", "set.jsonl", "m", [result("choice", 0.6, 0.46, 0.72), result("score", 0.75, 0.61, 0.85),
+                                                 result("contrast", 0.8, 0.52, 0.9)], split="dev", judge_engine="e")
+    entry = measured_entry(report, "rlaif judge eval --dev")
+    assert entry["mode"] == "score" and entry["signal"] is True  # the highest lower bound above overlap's 0.55
+    assert entry["modes"]["contrast"]["signal"] is False  # 0.52 does not beat 0.55
+    path = write_defaults(report, "rlaif judge eval --dev", tmp_path / "d.json")
+    monkeypatch.setattr(config, "measured_defaults", lambda: json.loads(path.read_text())["engines"])
+    assert config.default_mode("e") == "score" and config.default_has_signal("e")
+    assert config.signal_warning("e", "score") is None
+    assert "no measured signal on m" in config.signal_warning("e", "contrast")
+    assert config.default_mode("unknown") == "choice" and not config.default_has_signal("unknown")
+    assert "never measured" in config.signal_warning("unknown", "choice")
+    weak = EvalReport("r2", "s", "m", [result("choice", 0.6, 0.46, 0.72), result("cot", 0.55, 0.4, 0.7)], "dev", "w")
+    assert measured_entry(weak, "c")["mode"] == "choice" and measured_entry(weak, "c")["signal"] is False

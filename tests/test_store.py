@@ -86,6 +86,7 @@ GOLDEN = {
     "judge_eval_pairs": [
         "run_id", "mode", "row", "pair_id", "label", "p_a", "p_first", "p_second", "vote_a", "method", "status",
         "consistent", "correct", "len_a", "len_b", "raw_output", "judge_keys", "created_at",
+        "kind", "split", "overlap_a", "overlap_b",
     ],
     "judge_evals": [
         "eval_id", "run_id", "mode", "pairs_source", "judge_engine", "judge_model", "constitution_name",
@@ -95,6 +96,8 @@ GOLDEN = {
         "when_label_longer", "when_label_longer_lo", "when_label_longer_hi", "pairs_label_longer",
         "when_label_shorter", "when_label_shorter_lo", "when_label_shorter_hi", "pairs_label_shorter",
         "seconds", "created_at",
+        *(f"{m}{s}" for m in ("overlap", "slot_a") for s in ("", "_lo", "_hi")),
+        "split", "best_baseline", "signal", "kinds",
     ],
     "preference_candidates": [
         "judgement_id", "pair_id", "prompt_id", "prompt", "prompt_messages", "response_a", "response_b", "source_a",

@@ -73,6 +73,7 @@ def summary_text(s: dict) -> str:
         f"{canary_failed}",
         f"tokens: {s['output_tokens']} in {s['seconds']:.1f} s ({s['tokens_per_s']:.1f} tok/s); "
         f"{s['engine_calls']} engine calls, {s['reused']} results reused from the database",
+        *s.get("warnings", ()),
     ]
     if s["failed_prompts"] or s["canary_failures"]:
         first = s["errors"][0] if s["errors"] else "unknown"

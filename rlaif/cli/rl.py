@@ -116,7 +116,7 @@ def eval_best_of_n(reward: Rewards,
                    limit: Annotated[Optional[int], typer.Option(help="At most this many prompts.")] = None,
                    max_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 256,
                    seed: Annotated[int, typer.Option(help="Seed of both sides' samples.")] = 0) -> None:
-    """Best-of-N against its base policy on held-out prompts, judged both orders, beside PPO and DPO results."""
+    """Best-of-N against its base policy on held-out prompts, judged by the feedback role, beside PPO and DPO."""
     from rlaif.train.rl_runner import run_best_of_n_eval_command
 
     rows = run_best_of_n_eval_command(settings(), rewards=reward, n=n, prompts=prompts, base=base,

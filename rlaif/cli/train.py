@@ -130,7 +130,7 @@ def eval_winrate(policy: Annotated[Path, typer.Option(help="Trained model folder
                  temperature: Annotated[float, typer.Option(help="Sampling temperature of both.")] = 0.7,
                  seed: Annotated[int, typer.Option(help="Seed of both models' sampling.")] = 0,
                  constitution: Annotated[str, typer.Option(help="Constitution of the judge.")] = "harmless") -> None:
-    """Policy against its base on held-out prompts, judged in both orders: win rate and length-controlled."""
+    """Policy against its base on held-out prompts, judged by the feedback role: win rate and length-controlled."""
     from rlaif.train.evaluate import WinRateOptions, run_winrate
     from rlaif.train.options import parse_options
 

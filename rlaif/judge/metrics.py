@@ -10,8 +10,12 @@ response_a shown in slot (A); ``p_second``: in slot (B)), a vote for engines wit
   First-slot rate: the share of single-order readings that prefer whatever sits in slot (A).
 - Calibration: Brier score, mean (p - y)^2; ECE over 10 equal-width bins of p on [0, 1], the bin-weighted
   |mean(y) - mean(p)|.
-- Baselines "always the longer" / "always the shorter" (in characters; equal lengths count 0.5), and agreement
-  split by whether the labelled response is the longer one (length bias).
+- Baselines that cannot read, beside every mode: "always the longer" / "always the shorter" (in characters),
+  "word overlap" (the fake engine's score rule: the response whose words the conversation contains more often
+  per word, ``rlaif.engines.fake.overlap_score``) and "slot (A)" (always the file's ``response_a``); a tie
+  counts 0.5. Agreement split by whether the labelled response is the longer one (length bias).
+- Per ``kind`` of pair: agreement and every baseline (``by_kind``). A judge carries measured signal when the
+  lower bound of its agreement beats the best baseline (``signal``).
 
 Intervals: Wilson score intervals for the proportions (ties add 0.5 to the count); a percentile bootstrap
 (1,000 resamples of the pairs, seed 0) for Brier and ECE.
@@ -41,6 +45,9 @@ class EvalRecord:
     vote: float | None = None
     len_a: int = 0
     len_b: int = 0
+    overlap_a: float | None = None  # the fake engine's overlap score of each response given the conversation
+    overlap_b: float | None = None
+    kind: str | None = None
 
     @property
     def decision(self) -> float | None:
@@ -122,6 +129,48 @@ def _longer(r: EvalRecord) -> float:
     return 0.5 if labelled == other else float(labelled > other)
 
 
+def _overlap(r: EvalRecord) -> float:
+    """1 when the word-overlap rule prefers the labelled response, 0 the other, 0.5 on a tie (or no scores)."""
+    if r.overlap_a is None or r.overlap_b is None or abs(r.overlap_a - r.overlap_b) <= TIE:
+        return 0.5
+    return float((r.overlap_a > r.overlap_b) == r.label_a)
+
+
+BASELINES: dict[str, Callable[[EvalRecord], float]] = {
+    "longer": _longer,
+    "shorter": lambda r: 1.0 - _longer(r),
+    "overlap": _overlap,
+    "slot_a": lambda r: float(r.label_a),
+}
+
+
+def baselines(records: Sequence[EvalRecord]) -> dict[str, Metric]:
+    """Agreement of each baseline that cannot read, with its Wilson interval."""
+    return {name: proportion([rule(r) for r in records]) for name, rule in BASELINES.items()}
+
+
+def best_baseline(metrics: dict[str, Metric]) -> tuple[str, float]:
+    """The baseline with the highest agreement, and that agreement."""
+    name = max(BASELINES, key=lambda b: metrics[b].value if metrics[b].value is not None else -1.0)
+    return name, metrics[name].value or 0.0
+
+
+def signal(metrics: dict[str, Metric]) -> bool:
+    """Whether the judge's agreement is measured above every baseline: its 95% lower bound beats the best one."""
+    lo = metrics["agreement"].lo
+    return lo is not None and not math.isnan(lo) and lo > best_baseline(metrics)[1]
+
+
+def by_kind(records: Sequence[EvalRecord]) -> dict[str, dict[str, Metric]]:
+    """Per ``kind`` (records without one are "all" only): the judge's agreement and every baseline."""
+    kinds = sorted({r.kind for r in records if r.kind is not None})
+    out = {}
+    for kind in kinds:
+        members = [r for r in records if r.kind == kind]
+        out[kind] = {"agreement": proportion(_outcomes(members, lambda r: r.decision)), **baselines(members)}
+    return out
+
+
 def first_slot(r: EvalRecord) -> list[float]:
     """Per single order, 1 if the reading preferred slot (A), 0 if slot (B), 0.5 if neither."""
     return [correct(r.p_first, True), correct(r.p_second, False)]  # type: ignore[arg-type]
@@ -147,8 +196,7 @@ def evaluate(records: Sequence[EvalRecord]) -> dict[str, Metric]:
         "first_slot_rate": proportion([v for r in ordered for v in first_slot(r)]),
         "brier": bootstrapped(brier, ps, ys),
         "ece": bootstrapped(ece, ps, ys),
-        "longer": proportion([_longer(r) for r in records]),
-        "shorter": proportion([1.0 - _longer(r) for r in records]),
+        **baselines(records),
         "when_label_longer": proportion(_outcomes([r for r in decided if _longer(r) == 1.0], lambda r: r.decision)),
         "when_label_shorter": proportion(_outcomes([r for r in decided if _longer(r) == 0.0], lambda r: r.decision)),
     }

@@ -33,6 +33,8 @@ class LabelledPair:
     label: Label | None
     row: int
     source: str
+    kind: str | None = None   # what the pair tests (e.g. harmlessness), from an optional ``kind`` column
+    split: str | None = None  # 'dev' (for choosing) or 'eval' (for reporting), from an optional ``split`` column
 
     @property
     def given(self) -> tuple[Candidate, Candidate]:
@@ -54,8 +56,11 @@ class _Bad(Exception):
 
 
 def read_pair_file(spec: str | os.PathLike, *, require_label: bool = False, db: Any = None,
-                   limit: int | None = None) -> Iterator[LabelledPair]:
-    """Stream the pairs of a pair file; the first bad row raises ``ConfigError`` naming file, row and column."""
+                   limit: int | None = None, split: str | None = None) -> Iterator[LabelledPair]:
+    """Stream the pairs of a pair file; the first bad row raises ``ConfigError`` naming file, row and column.
+
+    With ``split``, only the rows whose ``split`` column equals it (a file without that column has none).
+    """
     from rlaif.sources import read_records
 
     count = 0
@@ -63,7 +68,10 @@ def read_pair_file(spec: str | os.PathLike, *, require_label: bool = False, db: 
         if limit is not None and count >= limit:
             return
         try:
-            yield _pair(record.values, record.source, record.row, require_label)
+            pair = _pair(record.values, record.source, record.row, require_label)
+            if split is not None and pair.split != split:
+                continue
+            yield pair
         except _Bad as bad:
             raise ConfigError(f"{display_name(record.source)}:{record.row}: column {bad.column!r}: "
                               f"{bad.reason}") from None
@@ -79,7 +87,16 @@ def _pair(values: dict[str, Any], source: str, row: int, require_label: bool) ->
     else:
         a, b, label = _text(values, "response_a"), _text(values, "response_b"), _label(values, require_label)
     pair = Pair.make(prompt.prompt_id, prompt.messages, Candidate(a, "user"), Candidate(b, "user"))
-    return LabelledPair(pair, label, row, source)
+    return LabelledPair(pair, label, row, source, _optional(values, "kind"), _optional(values, "split"))
+
+
+def _optional(values: dict[str, Any], column: str) -> str | None:
+    value = values.get(column)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise _Bad(column, f"expected a non-empty string or nothing, got {_type(value)}")
+    return value.strip()
 
 
 def _text(values: dict[str, Any], column: str) -> str:

@@ -11,11 +11,13 @@ transformers engine's shared-prefix pass both reuse that prefix.
 
 from __future__ import annotations
 
+import string
+
 from rlaif.constitution import Constitution, JudgeExample, JudgePrinciple, render
 from rlaif.engines.base import Message
 from rlaif.errors import ConfigError
 from rlaif.judge.defences import Guard
-from rlaif.judge.spec import Framing
+from rlaif.judge.spec import PRINCIPLE_FIELDS, Framing
 
 
 def render_conversation(constitution: Constitution, messages: list[Message] | tuple[Message, ...],
@@ -126,14 +128,49 @@ def score_prompt(constitution: Constitution, principle: JudgePrinciple, conversa
 
 
 def framings(constitution: Constitution, principle: JudgePrinciple) -> tuple[Framing, Framing]:
-    """The principle's (framing, baseline) for the likelihood-contrast mode, falling back to ``judge.contrast``."""
+    """The principle's (framing, baseline) for the likelihood-contrast mode, with its ``{statement}`` and
+    ``{contrary}`` filled in (only ``{prompt}`` is left, for ``framed_messages``).
+
+    Each side is the principle's own ``framing``/``baseline`` when it sets one, else ``judge.contrast``'s
+    template, so one template gives every principle its own framing. Resolved once per constitution version.
+    """
+    if any(p is principle for p in constitution.judge_principles):
+        return constitution.derived(_framings_by_id, principle.id)
+    return _resolved_framings(constitution, principle)  # a principle built outside the file: no cache
+
+
+def _framings_by_id(constitution: Constitution, principle_id: str) -> tuple[Framing, Framing]:
+    return _resolved_framings(constitution, constitution.judge_principle(principle_id))
+
+
+def _resolved_framings(constitution: Constitution, principle: JudgePrinciple) -> tuple[Framing, Framing]:
     contrast = constitution.judge.contrast
     framing = principle.framing or (contrast.framing if contrast else None)
     baseline = principle.baseline or (contrast.baseline if contrast else None)
     if framing is None or baseline is None:
         _required(None, "judge.contrast (or a framing and baseline on every judge principle)", constitution,
                   "contrast")
-    return framing, baseline  # type: ignore[return-value]
+    return _filled(constitution, principle, framing), _filled(constitution, principle, baseline)  # type: ignore
+
+
+def _filled(constitution: Constitution, principle: JudgePrinciple, framing: Framing) -> Framing:
+    """``framing`` with the principle's statement and contrary rendered into it; ``{prompt}`` stays a
+    placeholder (the principle's braces are doubled, so they come out literal when the prompt is filled)."""
+    used = set(_fields_of(framing.system or "")) | set(_fields_of(framing.user))
+    values = {}
+    for name in PRINCIPLE_FIELDS:
+        value = getattr(principle, name)
+        if name in used and value is None:
+            raise ConfigError(f"constitution {constitution.name!r}: judge principle {principle.id!r} has no "
+                              f"{name}, which the likelihood-contrast framing's {{{name}}} needs (--mode contrast)")
+        values[name] = value or ""
+    system = render(framing.system, **values) if framing.system else None
+    escaped = {k: v.replace("{", "{{").replace("}", "}}") for k, v in values.items()}
+    return framing.model_copy(update={"system": system, "user": render(framing.user, prompt="{prompt}", **escaped)})
+
+
+def _fields_of(template: str) -> list[str]:
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
 
 
 def framed_messages(framing: Framing, conversation: list[Message], guard: Guard) -> tuple[Message, ...]:

@@ -23,8 +23,12 @@ JUDGE_TEMPLATE_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     ),
     "cot_answer": (frozenset(), frozenset()),
     "score": (frozenset({"conversation", "question", "response"}), frozenset({"conversation", "question", "response"})),
-    "framing_user": (frozenset(), frozenset({"prompt"})),
+    "framing_user": (frozenset(), frozenset({"prompt", "statement", "contrary"})),
+    "framing_system": (frozenset(), frozenset({"statement", "contrary"})),
 }
+# What a framing template may take from its judge principle: ``{statement}`` (what the principle prefers, said of
+# a response) and ``{contrary}`` (its opposite). ``rlaif.judge.prompts.framings`` fills them per principle.
+PRINCIPLE_FIELDS = ("statement", "contrary")
 ENDS_WITH_PAREN = frozenset({"cot_answer", "score"})  # the next token is read: a letter or a digit after "("
 
 
@@ -48,11 +52,19 @@ class Framing(_Model):
     """How the likelihood-contrast mode frames a conversation: an optional system turn and the last user turn.
 
     ``user`` replaces the conversation's last user turn; ``{prompt}`` is that turn's text. A framing without
-    ``{prompt}`` hides the request, which makes the contrast a relevance measure (domain-conditional PMI).
+    ``{prompt}`` hides the request, which makes the contrast a relevance measure (domain-conditional PMI). Both
+    may use ``{statement}`` and ``{contrary}``, filled from each judge principle: one template in the
+    constitution then gives every principle its own framing.
     """
 
-    system: str | None = Field(None, description="system message under this framing; null for none")
+    system: str | None = Field(None, description="system message under this framing; null for none; may use "
+                                                 "{statement} and {contrary} of the judge principle")
     user: str = Field("{prompt}", min_length=1, description="the last user turn; {prompt} is the original text")
+
+    @field_validator("system")
+    @classmethod
+    def _system_placeholders(cls, value: str | None) -> str | None:
+        return None if value is None else _check("framing_system", value)
 
     @field_validator("user")
     @classmethod

@@ -65,6 +65,7 @@ class PrefsSummary:
     resumed: bool = False
     flags: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # one line each, printed with the summary
 
     @property
     def rows(self) -> int:

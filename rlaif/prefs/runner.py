@@ -123,6 +123,9 @@ def run_prefs(
                          show_progress=show_progress, label="judging")
     summary.resumed = start.resumed
     summary.candidates_from = "policy" if options.prompts else "run" if options.from_run else "file"
+    from rlaif.judge.config import signal_warning
+
+    summary.warnings = [w for w in (signal_warning(engines.feedback.name, options.judge_config().mode),) if w]
     return _finish(store, summary)
 
 

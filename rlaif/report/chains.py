@@ -41,7 +41,7 @@ def principles(con: "Con", run_id: str | None) -> Section:
         Stat("principles_revision", "principles drawn for revisions", len(revised)),
         Stat("principles_judge", "principles drawn for judging", len(judged)),
         Plot("gen-principles", "Left: critique/revision rounds per principle. Right: judge comparisons per "
-             "principle (each judged in both orders).", lambda fig: _draw_principles(fig, revised, judged),
+             "principle.", lambda fig: _draw_principles(fig, revised, judged),
              size=(7.5, max(1.8, 0.24 * tallest + 0.9))),
         Table("principles", ["principle", "critique/revision rounds", "judge comparisons"],
               [[p, n[0], n[1]] for p, n in sorted(counts.items(), key=lambda kv: (-sum(kv[1]), kv[0]))]),

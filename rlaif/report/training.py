@@ -151,7 +151,7 @@ def win_rate(con: "Con", run_id: str | None) -> Section:
         SELECT p_policy, len_policy - len_base AS diff FROM winrate_judgements
         WHERE eval_id = $eval AND p_policy IS NOT NULL ORDER BY prompt_id""", eval=latest["eval_id"])
     return Section(key, title, [
-        Note("Win rate: mean P(policy better), judged in both orders, 95% interval. Length-controlled: the same "
+        Note("Win rate: mean P(policy better), 95% interval. Length-controlled: the same "
              "with the length difference regressed out (Dubois et al. 2024), its interval by bootstrap."),
         Stat("win_rate", "win rate (latest)", latest["win_rate"], "{:.3f}",
              _pair(latest["win_rate_low"], latest["win_rate_high"])),

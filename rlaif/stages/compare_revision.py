@@ -1,10 +1,10 @@
-"""Judge a chain's original answer against its final revision, in both orders: the pair an SL-CAI chain yields.
+"""Judge a chain's original answer against its final revision: the pair an SL-CAI chain yields.
 
 Bai et al. 2022 (arXiv 2212.08073) train the preference model of their RL phase on pairs sampled from the SL
 model; pairing the policy's answer with its own revision, as here, is a cheap stand-in that gives
 ``preference_dataset`` rows from the same run (the revision is expected to win). The judging itself is
-``rlaif.stages.judge.judge``, in the feedback engine's measured default mode (the likelihood contrast on real
-engines: on SmolLM2 the multiple-choice letter of section 4.1 is at chance, docs/judge.md), under one principle
+``rlaif.stages.judge.judge``, in the feedback engine's measured default mode (``rlaif.judge.config.default_mode``;
+on SmolLM2 no mode beats the baselines that cannot read, docs/judge.md), under one principle
 drawn for the pair. This module is the one place the SFT pipeline calls the judge, and it owns the pair and its
 ``comparisons`` rows.
 """

@@ -5,7 +5,7 @@ checkpoint: its "policy" is the base model plus a reward and N samples. So this 
 evaluation with the answers swapped in: on the same held-out prompts, with the same sampling options and the
 same per-prompt seeds as ``run_winrate`` gives the base, the base answers once (shared with any evaluation of
 the same base, through the stored generations) and best-of-N answers with the best of N samples; the feedback
-role judges each pair in both orders, and the result is a ``winrate_evals`` row whose ``policy`` is
+role judges each pair, and the result is a ``winrate_evals`` row whose ``policy`` is
 ``best-of-n:N:<reward>:<base>``. The ``policy_comparison`` view shows it beside the PPO and DPO evaluations.
 """
 
@@ -84,7 +84,7 @@ def _best_answers(settings: Settings, store: Any, rows: Sequence[Any], n: int, r
 def _judge(settings: Settings, store: Any, run_id: str, eval_id: str, rows: Sequence[Any], best: dict[str, Any],
            params: SamplingParams, options: WinRateOptions, constitution: Any, policy: str, base_model: str,
            source: str, log: Callable[[str], None]) -> dict[str, Any]:
-    """The base's answers (as ``run_winrate`` draws them), then the judge on (best-of-N, base) in both orders."""
+    """The base's answers (as ``run_winrate`` draws them), then the judge on (best-of-N, base)."""
     from rlaif.recording import RecordingEngine
     from rlaif.store import Writer, utcnow
     from rlaif.train import evaluate as ev

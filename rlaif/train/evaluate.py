@@ -1,11 +1,11 @@
-"""``rlaif eval winrate``: a trained policy against its base on held-out prompts, judged in both orders.
+"""``rlaif eval winrate``: a trained policy against its base on held-out prompts, judged by the feedback role.
 
 1. The prompts of a source whose split is ``eval`` (the prompt hash decides, as everywhere: prompts a model was
    trained on are never the ones it is evaluated on).
 2. The base and the policy answer each prompt with the same sampling options and the same per-prompt seed
    (``derive_seed(seed, prompt_id, "winrate")``), one model after the other on an in-process engine.
-3. The feedback role judges each (policy, base) pair in both orders with the project's judge, whose mean of the
-   two orders cancels position bias (Lee et al. 2023, section 2.1.1): p = P(policy better).
+3. The feedback role judges each (policy, base) pair with the project's judge; in the choice and cot modes the mean
+   of both orders cancels position bias (Lee et al. 2023, section 2.1.1): p = P(policy better).
 4. ``rlaif.train.winrate`` turns the p's and the answers' lengths into the win rate with its 95% interval and the
    length-controlled win rate (Dubois et al. 2024); one row in ``winrate_evals`` and one per prompt in
    ``winrate_judgements``.
