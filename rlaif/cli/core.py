@@ -40,13 +40,15 @@ def demo(
 
 @app.command("config")
 def show_config() -> None:
-    """Print the effective settings, both engine roles and the flag thresholds, and where each value came from."""
+    """Print the effective settings, the engine roles (policy, feedback, eval), the flag thresholds, and sources."""
     from rlaif.config import describe_sources
 
     effective = settings()
     for name, source in describe_sources(overrides()).items():
         group, _, field = name.rpartition(".")
         value = getattr(getattr(effective, group) if group else effective, field)
+        if name == "eval.mode" and value is None:
+            value = f"auto: {effective.eval.judge_mode()}"  # what `rlaif judge eval` chose for the engine
         echo(f"{name:28} = {value!s:48} ({source})")
 
 

@@ -98,6 +98,7 @@ def summary_text(s: dict) -> str:
         f"tokens: {s['output_tokens']} in {s['seconds']:.1f} s ({s['tokens_per_s']:.1f} tok/s); "
         f"{s['engine_calls']} engine calls, {s['reused']} results reused from the database",
     ]
+    lines += limit_advice(s)
     if s["failed_prompts"]:
         lines += [
             f"failures: {s['failed_prompts']} prompts failed (first: {s['errors'][0]}); run the same command "
@@ -105,6 +106,20 @@ def summary_text(s: dict) -> str:
             failures_sql(s["run_id"]),
         ]
     return "\n".join(lines)
+
+
+def limit_advice(s: dict) -> list[str]:
+    """A line per limit the run hit, saying how to raise it (truncated answers leave sft_dataset)."""
+    out = []
+    cut, limit = s["flags"].get("truncated", 0), s.get("max_tokens") or 0
+    if cut:
+        more = f" (e.g. --max-tokens {2 * limit})" if limit else ""
+        out.append(f"limits: {cut} rows stopped at max_tokens{f' = {limit}' if limit else ''} (flag truncated, left "
+                   f"out of sft_dataset); raise it with --max-tokens{more}")
+    if s["skipped_prompts"]:
+        out.append(f"limits: {s['skipped_prompts']} prompts outgrew the model's context; a lower --max-tokens, "
+                   "--context fresh or fewer --rounds make room (see: rlaif sql \"SELECT * FROM skipped_prompts\")")
+    return out
 
 
 def fail_if_partial(summary: dict) -> None:
