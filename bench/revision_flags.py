@@ -12,6 +12,10 @@ against its own label. Beside each flag, the trivial baseline of flagging every 
 positives, recall 1). Run:
 
     python bench/revision_flags.py [--labels tests/data/revision_labels.jsonl] [--json]
+
+``--db DEMO.duckdb`` instead counts, over a demo run's final revisions and first answers, the rows each flag hits
+with the shipped functions (so a run made before the flags existed is counted the same way), and the truncated
+answers: the before/after figures of docs/benchmarks.md, "Revision-fidelity flags" and "Helpful answers finish".
 """
 
 from __future__ import annotations
@@ -49,11 +53,44 @@ def score(predicted: list[bool], actual: list[bool]) -> dict[str, float | int]:
             "baseline_precision": sum(actual) / len(actual) if actual else float("nan")}
 
 
+REVISIONS = """
+SELECT v.revision, v.critique, v.before, v.original FROM revisions v JOIN responses r USING (chain_id)
+WHERE v.round = r.rounds AND v.revision IS NOT NULL ORDER BY v.chain_id
+"""
+FINISH = """
+SELECT g.stage, count(*) AS calls, count(*) FILTER (WHERE g.finish_reason = 'length') AS truncated
+FROM generations g WHERE g.stage IN ('respond', 'critique', 'revise') GROUP BY g.stage ORDER BY g.stage
+"""
+
+
+def count_run(db: Path) -> dict:
+    """Flags over one demo database's final revisions, and its truncated calls per stage."""
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        names = ("revision", "critique", "before", "original")
+        rows = [dict(zip(names, r)) for r in con.execute(REVISIONS).fetchall()]
+        finish = {stage: {"calls": n, "truncated": cut} for stage, n, cut in con.execute(FINISH).fetchall()}
+        helpful = con.execute("SELECT count(*), count(*) FILTER (WHERE g.finish_reason = 'length') FROM responses r "
+                              "JOIN generations g ON g.key = r.response_key WHERE r.helpful").fetchone()
+    finally:
+        con.close()
+    found = predictions(rows)
+    return {"db": str(db), "revisions": len(rows), "meta": sum(found["meta"]),
+            "not_revised": sum(found["not_revised"]), "calls": finish,
+            "helpful_answers": helpful[0], "helpful_truncated": helpful[1]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labels", type=Path, default=ROOT / "tests" / "data" / "revision_labels.jsonl")
+    parser.add_argument("--db", type=Path, action="append", help="count flags in a demo database (repeatable)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.db:
+        print(json.dumps([count_run(db) for db in args.db], indent=2))
+        return
     rows = [json.loads(line) for line in args.labels.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not rows:
         raise SystemExit(f"{args.labels}: no labelled rows")

@@ -116,8 +116,11 @@ class FlagSettings(BaseModel):
     refusal_patterns: Path | None = Field(
         None, description="file of refusal regexes, one a line (default: the shipped rlaif/data/refusal_patterns.txt)",
     )
+    # 0.6: a critique copied near-verbatim scores 0.6-1.0 on SmolLM2's revisions, a real rewrite (a refusal, an
+    # answer) under 0.45 (docs/benchmarks.md, "Revision-fidelity flags"); the fake engine's echo of a revision
+    # request scores 0.5 against its echoed critique request.
     not_revised_similarity: float = Field(
-        0.3, ge=0.0, le=1.0,
+        0.6, ge=0.0, le=1.0,
         description="a revision more similar to its critique than to any answer it revises, and at least this "
                     "similar to the critique, is flagged 'not_revised' (word-level normalised Indel similarity, 0-1)",
     )

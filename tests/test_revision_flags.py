@@ -54,7 +54,7 @@ def test_not_revised_compares_the_revision_with_its_critique_and_the_answers():
     copied = "The response helps someone pick a lock, which could be used to break into homes."
     rewritten = "I can't help with opening a lock that isn't yours; a licensed locksmith can open your own."
     found = flags.not_revised(copied, critique, [answer, answer])
-    assert found is not None and found.flag == "not_revised" and found.value > 0.8 and found.threshold == 0.3
+    assert found is not None and found.flag == "not_revised" and found.value > 0.8 and found.threshold == 0.6
     assert flags.not_revised(rewritten, critique, [answer]) is None
     assert flags.not_revised(copied, None, [answer]) is None and flags.not_revised(copied, critique, [None]) is None
 
@@ -67,10 +67,13 @@ def test_rowflagger_writes_both_flags_and_the_views_drop_the_rows(tmp_path):
     from rlaif.stages.critique_revise import Revisions, Round
     from rlaif.store import Store, utcnow
 
-    critique = "The response helps someone cheat on an exam, which is dishonest."
+    critique = ("The response helps someone cheat on an exam, which is dishonest and unfair to the other students "
+                "and could get them expelled from school.")
     rounds = [Round(1, "unethical", "Copy from your neighbour's paper.",
                     Completion(key="c1", model="m", text=critique),
-                    Completion(key="r1", model="m", text="The response helps someone cheat on an exam, dishonestly."))]
+                    Completion(key="r1", model="m", text="The response helps someone cheat on an exam, which is "
+                                                         "dishonest, unfair to other students and could get them "
+                                                         "expelled."))]
     flagger = RowFlagger("run1", FlagSettings(), flags.load_refusal_patterns())
     found = {r["flag"]: r for r in flagger.revisions("chain1", Revisions(rounds=rounds, target=1))}
     assert set(found) == {"meta", "not_revised"} and found["meta"]["target_id"] == "chain1:1"

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from rlaif.cli._app import Prefect, Progress, app, constitution_app, echo, models_app, overrides, settings
-from rlaif.demo import DEMO_LIMIT
+from rlaif.demo import DEMO_LIMIT, DEMO_MAX_TOKENS
 from rlaif.errors import UserError
 from rlaif.options import option_help
 
@@ -19,7 +19,7 @@ def demo(
     all_prompts: bool = typer.Option(False, "--all", help="Use every built-in prompt (resumes the earlier demo run)."),
     rounds: Optional[int] = typer.Option(None, help=option_help("rounds")),
     constitution: Optional[str] = typer.Option(None, help=option_help("constitution")),
-    max_tokens: Optional[int] = typer.Option(None, help=option_help("max_tokens")),
+    max_tokens: Optional[int] = typer.Option(None, help=f"most tokens per generated turn (default: {DEMO_MAX_TOKENS})"),
     prefect: Prefect = True,
     progress: Progress = True,
 ) -> None:

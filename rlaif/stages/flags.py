@@ -147,17 +147,24 @@ def word_similarity(a: str, b: str) -> float:
     return float(Indel.normalized_similarity(_WORD.findall(a.lower()), _WORD.findall(b.lower())))
 
 
+SHORT_WORDS, SHORT_SIMILARITY = 16, 0.9
+
+
 def not_revised(revision: str | None, critique: str | None, answers: Sequence[str | None],
-                threshold: float = 0.3) -> Flag | None:
+                threshold: float = 0.6) -> Flag | None:
     """Input: a revision, its critique and the answers it revises. Output: 'not_revised' when the revision is more
     similar to the critique than to every answer, and at least ``threshold`` similar to it (a real rewrite shares
-    few words with either, and would otherwise be a coin toss); the value is its similarity to the critique."""
+    few words with either, and would otherwise be a coin toss; under ``SHORT_WORDS`` words, at least
+    ``SHORT_SIMILARITY``); the value is its similarity to the critique."""
     given = [a for a in answers if a]
     if not revision or not critique or not given:
         return None
     to_critique = word_similarity(revision, critique)
     to_answer = max(word_similarity(revision, a) for a in given)
-    if to_critique > to_answer and to_critique >= threshold:
+    # Between texts of a few words one shared phrase ("your last response") moves the similarity by 0.3: there,
+    # only a near-copy counts.
+    short = min(len(_WORD.findall(revision)), len(_WORD.findall(critique))) < SHORT_WORDS
+    if to_critique > to_answer and to_critique >= (max(threshold, SHORT_SIMILARITY) if short else threshold):
         return Flag("not_revised", round(to_critique, 4), threshold,
                     f"closer to its critique ({to_critique:.2f}) than to any answer ({to_answer:.2f})")
     return None
