@@ -95,9 +95,9 @@ def test_the_summary_says_how_to_raise_a_limit_that_was_hit():
 
     base = {"flags": {}, "skipped_prompts": 0, "max_tokens": 160}
     assert limit_advice(base) == []
-    (line,) = limit_advice({**base, "flags": {"truncated": 3}})
+    (line,) = limit_advice({**base, "flags": {"response truncated": 2, "revision truncated": 1, "revision meta": 4}})
     assert "3 rows stopped at max_tokens = 160" in line and "--max-tokens (e.g. --max-tokens 320)" in line
-    assert len(limit_advice({**base, "flags": {"truncated": 1}, "skipped_prompts": 2})) == 2
+    assert len(limit_advice({**base, "flags": {"response truncated": 1}, "skipped_prompts": 2})) == 2
 
 
 def test_the_labelled_revisions_are_real_and_labelled():

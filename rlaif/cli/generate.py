@@ -111,7 +111,9 @@ def summary_text(s: dict) -> str:
 def limit_advice(s: dict) -> list[str]:
     """A line per limit the run hit, saying how to raise it (truncated answers leave sft_dataset)."""
     out = []
-    cut, limit = s["flags"].get("truncated", 0), s.get("max_tokens") or 0
+    # flag counts are keyed "<target> <flag>" ("response truncated", "revision truncated")
+    cut = sum(n for name, n in s["flags"].items() if name.split()[-1] == "truncated")
+    limit = s.get("max_tokens") or 0
     if cut:
         more = f" (e.g. --max-tokens {2 * limit})" if limit else ""
         out.append(f"limits: {cut} rows stopped at max_tokens{f' = {limit}' if limit else ''} (flag truncated, left "
