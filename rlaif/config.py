@@ -10,8 +10,13 @@ Engine roles. The policy answers prompts; the feedback model critiques, revises 
 are the default of both roles, so one line configures a single-model run; a role's own value, given as
 ``RLAIF_POLICY_MODEL`` / ``RLAIF_FEEDBACK_MODEL`` or in a ``[policy]`` / ``[feedback]`` table of ``rlaif.toml``,
 overrides the flat one for that role only, whichever source each comes from (the specific beats the general).
-``settings.policy`` and ``settings.feedback`` are computed from the current flat values on every access, so a
-``model_copy(update=...)`` of the flat fields carries through to the roles that do not override them.
+The evaluation role (``RLAIF_EVAL_*``, ``[eval]``) is the judge of trained policies: ``eval winrate``, ``iterate``'s
+evaluation, best-of-N's comparison and the RL over-optimisation monitor. It is an ``EvalSettings``: the engine
+fields plus the judge ``mode`` (default: the mode ``rlaif judge eval`` chose for its engine). It defaults to the
+flat settings too, so by default the judge is the model that was trained and that labelled the data: those
+commands say so (docs/training.md, "Who judges").
+``settings.policy``, ``settings.feedback`` and ``settings.eval`` are computed from the current flat values on every
+access, so a ``model_copy(update=...)`` of the flat fields carries through to the roles that do not override them.
 
 Data-quality thresholds are one more small group, ``settings.flags`` (``RLAIF_FLAGS_*``, ``[flags]``).
 """
@@ -67,6 +72,23 @@ class EngineSettings(BaseModel):
 
 ROLE_FIELDS: tuple[str, ...] = tuple(EngineSettings.model_fields)
 
+JudgeMode = Literal["choice", "cot", "score", "contrast"]  # rlaif.judge.config.MODES
+
+
+class EvalSettings(EngineSettings):
+    """The evaluation role: an engine, and the judge mode it is read in."""
+
+    mode: JudgeMode | None = Field(
+        None, description="judge mode: choice | cot | score | contrast (default: the one `rlaif judge eval` chose "
+                          "for the engine)",
+    )
+
+    def judge_mode(self) -> str:
+        """The mode this role judges in: its own, or the engine's measured default."""
+        from rlaif.judge.config import default_mode
+
+        return self.mode or default_mode(self.engine)
+
 
 class FlagSettings(BaseModel):
     """Thresholds of the data-quality flags (``rlaif.stages.flags``); each flag row stores the one it used."""
@@ -93,6 +115,18 @@ class FlagSettings(BaseModel):
     )
     refusal_patterns: Path | None = Field(
         None, description="file of refusal regexes, one a line (default: the shipped rlaif/data/refusal_patterns.txt)",
+    )
+    # 0.6: a critique copied near-verbatim scores 0.6-1.0 on SmolLM2's revisions, a real rewrite (a refusal, an
+    # answer) under 0.45 (docs/benchmarks.md, "Revision-fidelity flags"); the fake engine's echo of a revision
+    # request scores 0.5 against its echoed critique request.
+    not_revised_similarity: float = Field(
+        0.6, ge=0.0, le=1.0,
+        description="a revision more similar to its critique than to any answer it revises, and at least this "
+                    "similar to the critique, is flagged 'not_revised' (word-level normalised Indel similarity, 0-1)",
+    )
+    meta_patterns: Path | None = Field(
+        None, description="file of regexes of revisions that talk about the answer instead of being one "
+                          "(default: the shipped rlaif/data/meta_patterns.txt)",
     )
 
 
@@ -147,8 +181,9 @@ class Settings(BaseSettings, EngineSettings):
     def role(self, role: Role) -> EngineSettings:
         """The effective engine settings of ``role``: its own values over the flat ones."""
         own = self.roles.get(role, {})
+        model = EvalSettings if role == "eval" else EngineSettings
         try:
-            return EngineSettings.model_validate({**{f: getattr(self, f) for f in ROLE_FIELDS}, **own})
+            return model.model_validate({**{f: getattr(self, f) for f in ROLE_FIELDS}, **own})
         except ValidationError as exc:
             err = exc.errors()[0]
             field = ".".join(str(p) for p in err["loc"])
@@ -162,9 +197,28 @@ class Settings(BaseSettings, EngineSettings):
     def feedback(self) -> EngineSettings:
         return self.role("feedback")
 
+    @property
+    def eval(self) -> EvalSettings:
+        return self.role("eval")  # type: ignore[return-value]
+
     def for_role(self, role: Role) -> Settings:
         """A copy whose flat engine fields are ``role``'s, for engine constructors that read flat settings."""
-        return self.model_copy(update=self.role(role).model_dump())
+        return self.model_copy(update=self.role(role).model_dump(include=set(ROLE_FIELDS)))
+
+    def with_role(self, role: Role, **values: Any) -> Settings:
+        """A copy with ``role``'s own values updated by ``values`` (None: left as it is), validated:
+        ``settings.with_role("eval", model=..., mode=...)`` for ``--judge-model`` / ``--judge-mode``."""
+        given = {k: v for k, v in values.items() if v is not None}
+        if not given:
+            return self
+        roles = {r: dict(v) for r, v in self.roles.items()}
+        roles[role] = {**roles.get(role, {}), **given}
+        copy = self.model_copy(update={"roles": roles})
+        try:
+            copy.role(role)
+        except _RoleError as exc:
+            raise ConfigError(f"option {exc.name}: {exc.message}") from None
+        return copy
 
     @classmethod
     def settings_customise_sources(
@@ -184,6 +238,7 @@ class Settings(BaseSettings, EngineSettings):
 _GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "policy": ("roles", ROLE_FIELDS),
     "feedback": ("roles", ROLE_FIELDS),
+    "eval": ("roles", (*ROLE_FIELDS, "mode")),
     "flags": ("flags", tuple(FlagSettings.model_fields)),
 }
 
@@ -297,8 +352,8 @@ def load_settings(**overrides: Any) -> Settings:
 def describe_sources(overrides: dict[str, Any] | None = None) -> dict[str, str]:
     """Which source each setting's value comes from: option, environment, rlaif.toml, or default.
 
-    Keys are the flat names plus ``policy.<field>``, ``feedback.<field>`` and ``flags.<field>``. A role value it
-    does not set itself reads ``<flat source> via <field>``, e.g. ``env RLAIF_MODEL via model``.
+    Keys are the flat names plus ``policy.<field>``, ``feedback.<field>``, ``eval.<field>`` and ``flags.<field>``.
+    A role value it does not set itself reads ``<flat source> via <field>``, e.g. ``env RLAIF_MODEL via model``.
     """
     overrides = overrides or {}
     toml = _toml_path()
@@ -327,7 +382,9 @@ def describe_sources(overrides: dict[str, Any] | None = None) -> dict[str, str]:
                 where = f"env RLAIF_{group.upper()}_{f.upper()}"
             elif f in table:
                 where = f"{toml} [{group}]"
+            elif target == "roles" and f in sources:
+                where = f"{sources[f]} via {f}"
             else:
-                where = f"{sources[f]} via {f}" if target == "roles" else "default"
+                where = "default"
             sources[f"{group}.{f}"] = where
     return sources

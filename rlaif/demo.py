@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 
 # Measured on 2 shared CPU cores with the embedded model (docs/benchmarks.md, "rlaif demo"): see README.
 DEMO_LIMIT = 8
+# Tokens per generated turn in the demo. At the run default (160) SmolLM2 stopped mid-answer on 58 of its first 75
+# built-in prompts (those that finished took 72 tokens on average, at most 139): a cut answer is flagged
+# 'truncated' and leaves sft_dataset. 512 lets typical answers finish and still leaves the revision turn room in
+# the model's 2048-token context (docs/benchmarks.md, "Helpful answers finish").
+DEMO_MAX_TOKENS = 512
 
 EXAMPLE_QUERIES = (
     ("SFT rows: each prompt with its revised (or, for helpful prompts, its unrevised) answer",
@@ -39,8 +44,9 @@ def demo_options(*, limit: int | None = DEMO_LIMIT, **given: Any) -> "RunOptions
     from rlaif.options import RunOptions
     from rlaif.prompts import demo_prompts_path
 
+    given = {k: v for k, v in given.items() if v is not None}
     return RunOptions.parse(prompts=str(demo_prompts_path()), helpful_column="category", judge=True, limit=limit,
-                            **given)
+                            **{"max_tokens": DEMO_MAX_TOKENS, **given})
 
 
 def format_report(settings: "Settings", summary: dict, options: "RunOptions") -> str:

@@ -12,7 +12,10 @@ Iteration i (1-based) runs three steps:
    layer reads the whole view; the pairs of the newest policy are added to, not substituted for, the older ones.
 3. **evaluate**: the new policy's win rate against the policy it started from and against the loop's base model
    (``rlaif.train.evaluate.run_winrate``: held-out prompts, judged); in iteration 1 the two
-   comparisons are the same one.
+   comparisons are the same one. The judge of these evaluations, and the RL monitor's, is the evaluation role
+   (``settings.eval``, or ``judge_model`` / ``judge_mode`` here), not the feedback role that labelled the pairs:
+   a loop judged by its own labeller only measures how well it learned that labeller (docs/training.md, "Who
+   judges"); ``run_winrate`` warns and records it when that is so.
 
 With ``judge_role="policy"`` the feedback role (critic, reviser and judge) is the current policy too, the
 self-rewarding set-up the roadmap points to; by default it is the configured feedback model.
@@ -61,6 +64,9 @@ class IterateOptions(BaseModel):
     seed: int = Field(0, ge=0, description="seed of generation, training and evaluation")
     train: dict[str, Any] = Field(default_factory=dict, description="trainer options (max_steps, lr, ...)")
     eval: dict[str, Any] = Field(default_factory=dict, description="win-rate options (limit, max_tokens, ...)")
+    judge_model: str | None = Field(None, description="judge of the evaluations and the RL monitor (the eval role)")
+    judge_mode: Literal["choice", "cot", "score", "contrast"] | None = Field(
+        None, description="its mode (default: what `rlaif judge eval` chose for its engine)")
 
     @model_validator(mode="after")
     def _rewards_for_rl(self) -> IterateOptions:
@@ -71,8 +77,10 @@ class IterateOptions(BaseModel):
         return self
 
     def identity(self) -> dict[str, Any]:
-        """What defines the loop: everything but how many iterations to run."""
-        return self.model_dump(mode="json", exclude={"iterations"})
+        """What defines the loop: everything but how many iterations to run (a judge left unset is left out, so
+        loops from before the judge options keep their ids)."""
+        unset = {k for k in ("judge_model", "judge_mode") if getattr(self, k) is None}
+        return self.model_dump(mode="json", exclude={"iterations", *unset})
 
 
 def loop_id(options: IterateOptions, base_model: str) -> str:
@@ -216,6 +224,7 @@ def evaluate_step(settings: Settings, options: IterateOptions, policy: str, trai
 def run_step(settings: Settings, store: Store, options: IterateOptions, lid: str, iteration: int, step: str,
              base_model: str, log: Callable[[str], None] = print) -> dict:
     """Run one step of one iteration unless it completed before; record it; returns its output."""
+    settings = settings.with_role("eval", model=options.judge_model, mode=options.judge_mode)
     done = step_output(store, lid, iteration, step)
     before = policy_before(store, lid, iteration, base_model)
     if done is not None:

@@ -53,6 +53,7 @@ class RunSummary:
     flags: dict[str, int] = field(default_factory=dict)  # flag -> rows of this run it hit
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # one line each, printed with the summary
+    max_tokens: int = 0  # the run's limit per generated turn, for the summary's advice when rows hit it
 
     @property
     def tokens_per_s(self) -> float:
@@ -67,7 +68,7 @@ class _Run(ChainRun):
 
     def __init__(self, engines: "Engines", ctx: RunContext, store: "Store", writer: "Writer",
                  flagger: "RowFlagger", judge: bool):
-        super().__init__(engines, ctx, store, writer, RunSummary(run_id=ctx.run_id))
+        super().__init__(engines, ctx, store, writer, RunSummary(run_id=ctx.run_id, max_tokens=ctx.params.max_tokens))
         self.flagger, self.judge = flagger, judge
 
     async def chain(self, prompt: "PromptRow") -> None:

@@ -1,7 +1,7 @@
 """Where the data-quality flags of ``rlaif.stages.flags`` meet the rows and the database.
 
 - ``RowFlagger`` turns one chain's answer and revisions into ``row_flags`` rows as the chain completes
-  (empty, truncated, refusal, unchanged): no second pass, nothing held.
+  (empty, truncated, refusal, unchanged, and for revisions meta and not_revised): no second pass, nothing held.
 - ``flag_run`` adds the flags that need the whole run (length outliers, near-duplicates across prompts) once the
   run's rows are stored, reading its final answers in batches.
 - ``flag_counts`` reads ``row_flags`` generically for ``rlaif stats``: any target and flag, the judge's pair
@@ -46,8 +46,11 @@ def revision_target_id(chain_id: str, round_number: int) -> str:
 class RowFlagger:
     """Per-row flags of one run, with its thresholds and refusal patterns."""
 
-    def __init__(self, run_id: str, thresholds: "FlagSettings", patterns: re.Pattern[str]):
+    def __init__(self, run_id: str, thresholds: "FlagSettings", patterns: re.Pattern[str],
+                 meta_patterns: re.Pattern[str] | None = None):
         self.run_id, self.thresholds, self.patterns = run_id, thresholds, patterns
+        # read at the run's start, so a bad pattern file stops it before any engine call
+        self.meta_patterns = meta_patterns or flags.load_meta_patterns(thresholds.meta_patterns)
 
     def response(self, response: "Response") -> list[dict]:
         """Flags of the policy's answer (target 'response', id chain_id)."""
@@ -59,12 +62,16 @@ class RowFlagger:
     def revisions(self, chain_id: str, revisions: "Revisions") -> list[dict]:
         """Flags of each round's revision (target 'revision', id 'chain_id:round')."""
         rows, now = [], utcnow()
+        first = revisions.rounds[0].before if revisions.rounds else None
         for r in revisions.rounds:
             text = r.revised_text
             found = flags.answer_flags(text, r.revision.finish_reason if r.revision else None, self.patterns)
-            same = flags.unchanged(r.before, text, self.thresholds.unchanged_similarity)
+            critique = r.critique.text if r.critique is not None else None
+            found += [flags.unchanged(r.before, text, self.thresholds.unchanged_similarity),
+                      flags.meta(text, self.meta_patterns), flags.not_revised(text, critique, [first, r.before],
+                                        self.thresholds.not_revised_similarity)]
             target = revision_target_id(chain_id, r.number)
-            rows += [f.row("revision", target, self.run_id, now) for f in [*found, *([same] if same else [])]]
+            rows += [f.row("revision", target, self.run_id, now) for f in found if f is not None]
         return rows
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from rl_helpers import CONTRARY_JUDGE, prompt_store, shared_tiny_model, write_rules
 
+from rlaif.errors import ConfigError
 from rlaif.train.rewards import RuleReward, build_reward, parse_reward_specs
 from rlaif.train.rl import run_rl
 from rlaif.train.rl_options import RlOptions
@@ -106,22 +107,33 @@ def test_same_options_again_finds_the_completed_run(tiny_dir, tmp_path, monkeypa
 
 
 def test_the_judge_rewards_engine_calls_are_rows_of_the_rl_run(tiny_dir, tmp_path):
-    """The d-RLAIF reward and the monitor share one judge: each rating request is a generations row of the run."""
+    """The d-RLAIF reward and the monitor's own judge: each rating request is a generations row of the run."""
     from rlaif.engines.fake import FakeEngine
     from rlaif.train.judge_reward import judge_reward
     from rlaif.train.rewards import CombinedReward
 
     store = prompt_store(tmp_path / "rl.duckdb")
     engine = FakeEngine(model="fake-judge").prefer("7", 0.8)
-    judge = judge_reward(None, engine=engine)
+    monitor_engine = FakeEngine(model="fake-monitor").prefer("6", 0.8)
+    judge = judge_reward(None, engine=engine, log=lambda _: None)
+    monitor = judge_reward(None, engine=monitor_engine, log=lambda _: None)
     opts = options("grpo", "judge", max_steps=2, batch_size=8, micro_batch_size=8, monitor_every=0,
                    monitor_prompts=2, rollout={"max_new_tokens": 4, "temperature": 1.0, "batch_size": 8,
                                                "samples": 4})
-    result = run_rl(store, options=opts, reward=CombinedReward([(judge, 1.0)]), base_model="tiny",
-                    base_path=tiny_dir, out_dir=tmp_path / "out", device="cpu", judge=judge, log=lambda _: None)
+    reward = CombinedReward([(judge, 1.0)])
+    with pytest.raises(ConfigError, match="monitor's judge .* is the reward being optimised"):
+        run_rl(store, options=opts, reward=reward, base_model="tiny", base_path=tiny_dir, out_dir=tmp_path / "out",
+               device="cpu", judge=judge, log=lambda _: None)
+    result = run_rl(store, options=opts, reward=reward, base_model="tiny", base_path=tiny_dir,
+                    out_dir=tmp_path / "out", device="cpu", judge=monitor, log=lambda _: None)
     rows = store.fetch("SELECT key, run_id, model FROM generations WHERE stage = 'judge'")
-    assert engine.choice_requests and {r["key"] for r in rows} == {r.key for r in engine.choice_requests}
-    assert {(r["run_id"], r["model"]) for r in rows} == {(result.run_id, "fake-judge")}
+    sent = {r.key for r in engine.choice_requests} | {r.key for r in monitor_engine.choice_requests}
+    assert engine.choice_requests and monitor_engine.choice_requests and {r["key"] for r in rows} == sent
+    assert {(r["run_id"], r["model"]) for r in rows} == {(result.run_id, "fake-judge"),
+                                                         (result.run_id, "fake-monitor")}
+    (mode,) = store.fetch("SELECT DISTINCT judge_mode, judge_model FROM overopt_records WHERE run_id = ?",
+                          [result.run_id])
+    assert mode == {"judge_mode": "score", "judge_model": "fake-monitor"}
     (rewards,) = store.fetch("SELECT count(*) AS n FROM rollout_rewards WHERE run_id = ? AND source = 'judge'",
                              [result.run_id])
     assert rewards["n"] == 16

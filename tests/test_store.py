@@ -55,7 +55,7 @@ GOLDEN = {
     ],
     "overopt_records": [
         "run_id", "step", "prompts", "kl", "mean_length", "length_drift", "proxy_score", "judge_score",
-        "proxy_source", "judge_model", "created_at",
+        "proxy_source", "judge_model", "created_at", "judge_mode",
     ],
     "overopt_warnings": [
         "run_id", "step", "kind", "since_step", "proxy_delta", "judge_delta", "message", "created_at",
@@ -162,7 +162,8 @@ GOLDEN = {
         "eval_id", "run_id", "policy", "base", "judge_model", "constitution_version", "prompts_source", "split",
         "prompts", "win_rate", "win_rate_low", "win_rate_high", "lc_win_rate", "lc_win_rate_low", "lc_win_rate_high",
         "glm_intercept", "glm_length_coef", "length_scale", "wins", "ties", "losses", "mean_len_policy",
-        "mean_len_base", "seed", "params", "created_at",
+        "mean_len_base", "seed", "params", "created_at", "judge_engine", "judge_mode", "judge_is_base",
+        "judge_is_labeller", "judge_warning",
     ],
     "winrate_judgements": [
         "eval_id", "prompt_id", "principle_id", "policy_output", "base_output", "policy_key", "base_key",

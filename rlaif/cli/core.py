@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 
 from rlaif.cli._app import Prefect, Progress, app, constitution_app, echo, models_app, overrides, settings
-from rlaif.demo import DEMO_LIMIT
+from rlaif.demo import DEMO_LIMIT, DEMO_MAX_TOKENS
 from rlaif.errors import UserError
 from rlaif.options import option_help
 
@@ -19,7 +19,7 @@ def demo(
     all_prompts: bool = typer.Option(False, "--all", help="Use every built-in prompt (resumes the earlier demo run)."),
     rounds: Optional[int] = typer.Option(None, help=option_help("rounds")),
     constitution: Optional[str] = typer.Option(None, help=option_help("constitution")),
-    max_tokens: Optional[int] = typer.Option(None, help=option_help("max_tokens")),
+    max_tokens: Optional[int] = typer.Option(None, help=f"most tokens per generated turn (default: {DEMO_MAX_TOKENS})"),
     prefect: Prefect = True,
     progress: Progress = True,
 ) -> None:
@@ -40,13 +40,15 @@ def demo(
 
 @app.command("config")
 def show_config() -> None:
-    """Print the effective settings, both engine roles and the flag thresholds, and where each value came from."""
+    """Print the effective settings, the engine roles (policy, feedback, eval), the flag thresholds, and sources."""
     from rlaif.config import describe_sources
 
     effective = settings()
     for name, source in describe_sources(overrides()).items():
         group, _, field = name.rpartition(".")
         value = getattr(getattr(effective, group) if group else effective, field)
+        if name == "eval.mode" and value is None:
+            value = f"auto: {effective.eval.judge_mode()}"  # what `rlaif judge eval` chose for the engine
         echo(f"{name:28} = {value!s:48} ({source})")
 
 

@@ -99,6 +99,7 @@ def summary_text(s: dict) -> str:
         f"{s['engine_calls']} engine calls, {s['reused']} results reused from the database",
         *s.get("warnings", ()),
     ]
+    lines += limit_advice(s)
     if s["failed_prompts"]:
         lines += [
             f"failures: {s['failed_prompts']} prompts failed (first: {s['errors'][0]}); run the same command "
@@ -106,6 +107,22 @@ def summary_text(s: dict) -> str:
             failures_sql(s["run_id"]),
         ]
     return "\n".join(lines)
+
+
+def limit_advice(s: dict) -> list[str]:
+    """A line per limit the run hit, saying how to raise it (truncated answers leave sft_dataset)."""
+    out = []
+    # flag counts are keyed "<target> <flag>" ("response truncated", "revision truncated")
+    cut = sum(n for name, n in s["flags"].items() if name.split()[-1] == "truncated")
+    limit = s.get("max_tokens") or 0
+    if cut:
+        more = f" (e.g. --max-tokens {2 * limit})" if limit else ""
+        out.append(f"limits: {cut} rows stopped at max_tokens{f' = {limit}' if limit else ''} (flag truncated, left "
+                   f"out of sft_dataset); raise it with --max-tokens{more}")
+    if s["skipped_prompts"]:
+        out.append(f"limits: {s['skipped_prompts']} prompts outgrew the model's context; a lower --max-tokens, "
+                   "--context fresh or fewer --rounds make room (see: rlaif sql \"SELECT * FROM skipped_prompts\")")
+    return out
 
 
 def fail_if_partial(summary: dict) -> None:

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from rlaif.cli._app import Prefect, app, echo, overrides, settings
-from rlaif.cli.train import ReportTo, eval_app, train_app
+from rlaif.cli.train import JudgeMode, JudgeModel, ReportTo, eval_app, judged_settings, train_app
 
 REWARD_HELP = ("Reward: rm:CKPT | judge | rule:module:function, optionally @WEIGHT; repeat to add rewards "
                "(e.g. --reward rm:runs/rm@1 --reward rule:checks:polite@0.5).")
@@ -34,14 +34,14 @@ Epochs = Annotated[Optional[int], typer.Option(help="Passes over each rollout ba
 SaveEvery = Annotated[Optional[int], typer.Option(help="Updates between resumable checkpoints (0: only the end).")]
 MonitorEvery = Annotated[Optional[int], typer.Option(help="Updates between over-optimisation measurements.")]
 Seed = Annotated[Optional[int], typer.Option(help="Seed of rollouts, minibatches and the monitor.")]
-Judge = Annotated[bool, typer.Option(help="Track the judge's score in the over-optimisation monitor.")]
+Judge = Annotated[bool, typer.Option(help="Track the judge's score (the eval role) in the over-optimisation monitor.")]
 
 
 def _rl(estimator: str, out: Path, model: Optional[str], rewards: list[str], prompts: Optional[str],
-        monitor_judge: bool, values: dict) -> None:
+        monitor_judge: bool, values: dict, judge: tuple[Optional[str], Optional[str]] = (None, None)) -> None:
     from rlaif.train.rl_runner import run_rl_command
 
-    result = run_rl_command(settings(), estimator, out=out, model=model, rewards=rewards, options=values,
+    result = run_rl_command(judged_settings(*judge), estimator, out=out, model=model, rewards=rewards, options=values,
                             prompts=prompts, monitor_judge=monitor_judge, log=echo)
     echo(f"model: {result.final_path}\nmetrics: rlaif sql \"SELECT step, name, value FROM train_metrics WHERE run_id = "
          f"'{result.run_id}' ORDER BY step, name\"\nmonitor: rlaif sql \"SELECT * FROM overopt_records WHERE run_id "
@@ -63,11 +63,12 @@ def train_ppo(out: Out, reward: Rewards, model: Model = None, prompts: Prompts =
               samples: Samples = None, max_new_tokens: NewTokens = None, temperature: Temperature = None,
               kl_coef: KlCoef = None, kl_target: KlTarget = None, epochs: Epochs = None,
               save_every: SaveEvery = None, monitor_every: MonitorEvery = None, seed: Seed = None,
-              monitor_judge: Judge = True, report_to: ReportTo = None) -> None:
+              monitor_judge: Judge = True, judge_model: JudgeModel = None, judge_mode: JudgeMode = None,
+              report_to: ReportTo = None) -> None:
     """PPO on the prompts: value head, frozen reference, adaptive per-token KL, GAE, clipped losses."""
     _rl("ppo", out, model, reward, prompts, monitor_judge,
         _values(max_steps, lr, batch_size, micro_batch_size, samples, max_new_tokens, temperature, kl_coef,
-                kl_target, epochs, save_every, monitor_every, seed, report_to=report_to))
+                kl_target, epochs, save_every, monitor_every, seed, report_to=report_to), (judge_model, judge_mode))
 
 
 @train_app.command("grpo")
@@ -78,7 +79,8 @@ def train_grpo(out: Out, reward: Rewards, model: Model = None, prompts: Prompts 
                samples: Samples = None, max_new_tokens: NewTokens = None, temperature: Temperature = None,
                kl_coef: KlCoef = None, kl_target: KlTarget = None, epochs: Epochs = None,
                save_every: SaveEvery = None, monitor_every: MonitorEvery = None, seed: Seed = None,
-               monitor_judge: Judge = True, report_to: ReportTo = None) -> None:
+               monitor_judge: Judge = True, judge_model: JudgeModel = None, judge_mode: JudgeMode = None,
+               report_to: ReportTo = None) -> None:
     """Group-relative RL: K samples per prompt, the baseline from the group, no value model."""
     from rlaif.errors import ConfigError
 
@@ -86,7 +88,7 @@ def train_grpo(out: Out, reward: Rewards, model: Model = None, prompts: Prompts 
         raise ConfigError(f"--baseline must be grpo or rloo, got {baseline!r}")
     _rl(baseline, out, model, reward, prompts, monitor_judge,
         _values(max_steps, lr, batch_size, micro_batch_size, samples, max_new_tokens, temperature, kl_coef,
-                kl_target, epochs, save_every, monitor_every, seed, report_to=report_to))
+                kl_target, epochs, save_every, monitor_every, seed, report_to=report_to), (judge_model, judge_mode))
 
 
 @app.command("best-of-n")
@@ -115,11 +117,13 @@ def eval_best_of_n(reward: Rewards,
                                                                "model).")] = None,
                    limit: Annotated[Optional[int], typer.Option(help="At most this many prompts.")] = None,
                    max_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 256,
-                   seed: Annotated[int, typer.Option(help="Seed of both sides' samples.")] = 0) -> None:
-    """Best-of-N against its base policy on held-out prompts, judged by the feedback role, beside PPO and DPO."""
+                   seed: Annotated[int, typer.Option(help="Seed of both sides' samples.")] = 0,
+                   judge_model: JudgeModel = None, judge_mode: JudgeMode = None) -> None:
+    """Best-of-N against its base policy on held-out prompts, judged by the eval role, beside PPO and DPO results."""
     from rlaif.train.rl_runner import run_best_of_n_eval_command
 
-    rows = run_best_of_n_eval_command(settings(), rewards=reward, n=n, prompts=prompts, base=base,
+    rows = run_best_of_n_eval_command(judged_settings(judge_model, judge_mode), rewards=reward, n=n, prompts=prompts,
+                                      base=base,
                                       options={"limit": limit, "max_tokens": max_tokens, "seed": seed}, log=echo)
     for r in rows:
         echo(f"{r['method']:10} win rate {r['win_rate']:.3f} [{r['win_rate_low']:.3f}, {r['win_rate_high']:.3f}]"
@@ -137,6 +141,7 @@ def iterate(prompts: Annotated[str, typer.Option(help="Prompt source to generate
             judge_role: Annotated[str, typer.Option(help="feedback | policy (the policy judges itself).")] = "feedback",
             eval_limit: Annotated[Optional[int], typer.Option(help="Held-out prompts per evaluation.")] = None,
             seed: Annotated[int, typer.Option(help="Seed of every step.")] = 0,
+            judge_model: JudgeModel = None, judge_mode: JudgeMode = None,
             prefect: Prefect = True) -> None:
     """The closed loop: generate and judge, train (DPO or RL), evaluate against the previous policy and the base."""
     from rlaif.iterate import IterateOptions
@@ -145,6 +150,7 @@ def iterate(prompts: Annotated[str, typer.Option(help="Prompt source to generate
     options = parse_options(IterateOptions, {
         "prompts": prompts, "out": str(out), "iterations": iterations, "trainer": trainer,
         "rewards": tuple(reward or ()), "model": model, "limit": limit, "judge_role": judge_role, "seed": seed,
+        "judge_model": judge_model, "judge_mode": judge_mode,
         "train": {k: v for k, v in {"max_steps": max_steps}.items() if v is not None},
         "eval": {k: v for k, v in {"limit": eval_limit}.items() if v is not None}})
     if prefect:

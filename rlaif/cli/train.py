@@ -41,6 +41,16 @@ LoraR = Annotated[Optional[int], typer.Option(help="LoRA rank.")]
 Precision = Annotated[Optional[str], typer.Option(help="auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16.")]
 GradCkpt = Annotated[bool, typer.Option(help="Recompute activations in backward to save memory.")]
 ReportTo = Annotated[Optional[str], typer.Option(help=option_help("report_to", TrainOptions))]
+JudgeModel = Annotated[Optional[str], typer.Option(
+    help="The judge's model (the eval role; default RLAIF_EVAL_MODEL, else the flat model). Best neither the "
+         "policy's base nor the model that labelled its data.")]
+JudgeMode = Annotated[Optional[str], typer.Option(
+    help="The judge's mode: choice | cot | score | contrast (default: what `rlaif judge eval` chose for its engine).")]
+
+
+def judged_settings(judge_model: Optional[str], judge_mode: Optional[str]):
+    """The effective settings with the eval role's model and mode given on this command line."""
+    return settings().with_role("eval", model=judge_model, mode=judge_mode)
 
 
 def _train(kind: str, out: Path, model: Optional[str], values: dict, report_to: Optional[str]) -> None:
@@ -129,16 +139,17 @@ def eval_winrate(policy: Annotated[Path, typer.Option(help="Trained model folder
                  max_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 256,
                  temperature: Annotated[float, typer.Option(help="Sampling temperature of both.")] = 0.7,
                  seed: Annotated[int, typer.Option(help="Seed of both models' sampling.")] = 0,
-                 constitution: Annotated[str, typer.Option(help="Constitution of the judge.")] = "harmless") -> None:
-    """Policy against its base on held-out prompts, judged by the feedback role: win rate and length-controlled."""
+                 constitution: Annotated[str, typer.Option(help="Constitution of the judge.")] = "harmless",
+                 judge_model: JudgeModel = None, judge_mode: JudgeMode = None) -> None:
+    """Policy against its base on held-out prompts, judged by the eval role: win rate and length-controlled."""
     from rlaif.train.evaluate import WinRateOptions, run_winrate
     from rlaif.train.options import parse_options
 
     options = parse_options(WinRateOptions, {"limit": limit, "split": split, "max_tokens": max_tokens,
                                              "temperature": temperature, "seed": seed, "constitution": constitution},
                             what="option")
-    r = run_winrate(settings(), policy=policy, prompts=prompts, base=base, options=options,
-                    prompt_column=prompt_column, log=echo)
+    r = run_winrate(judged_settings(judge_model, judge_mode), policy=policy, prompts=prompts, base=base,
+                    options=options, prompt_column=prompt_column, log=echo)
     echo(f"win rate {r['win_rate']:.3f} [{r['win_rate_low']:.3f}, {r['win_rate_high']:.3f}], length-controlled "
          f"{r['lc_win_rate']:.3f} [{r['lc_win_rate_low']:.3f}, {r['lc_win_rate_high']:.3f}] over {r['prompts']} "
          f"prompts ({r['wins']} won, {r['ties']} tied, {r['losses']} lost)\n"

@@ -15,9 +15,10 @@ if TYPE_CHECKING:
     from rlaif.config import Settings
     from rlaif.engines.base import Engine
 
-# The policy answers prompts (and is what training improves); the feedback model critiques, revises and judges.
-Role = Literal["policy", "feedback"]
-ROLES: tuple[Role, ...] = ("policy", "feedback")
+# The policy answers prompts (and is what training improves); the feedback model critiques, revises and labels;
+# the eval model judges trained policies (win rates, the RL monitor), ideally neither of the other two.
+Role = Literal["policy", "feedback", "eval"]
+ROLES: tuple[Role, ...] = ("policy", "feedback", "eval")
 
 
 def create_engine(settings: "Settings", role: Role = "policy") -> "Engine":

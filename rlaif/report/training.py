@@ -150,9 +150,12 @@ def win_rate(con: "Con", run_id: str | None) -> Section:
     judged = rows(con, """
         SELECT p_policy, len_policy - len_base AS diff FROM winrate_judgements
         WHERE eval_id = $eval AND p_policy IS NOT NULL ORDER BY prompt_id""", eval=latest["eval_id"])
+    circular = [Note(f"Latest evaluation: {latest['judge_warning'].removeprefix('warning: ')}")] \
+        if latest.get("judge_warning") else []
     return Section(key, title, [
-        Note("Win rate: mean P(policy better), 95% interval. Length-controlled: the same "
-             "with the length difference regressed out (Dubois et al. 2024), its interval by bootstrap."),
+        Note("Win rate: mean P(policy better) by the evaluation role's judge, 95% interval. Length-controlled: the "
+             "same with the length difference regressed out (Dubois et al. 2024), its interval by bootstrap."),
+        *circular,
         Stat("win_rate", "win rate (latest)", latest["win_rate"], "{:.3f}",
              _pair(latest["win_rate_low"], latest["win_rate_high"])),
         Stat("lc_win_rate", "length-controlled win rate (latest)", latest["lc_win_rate"], "{:.3f}",
@@ -161,7 +164,7 @@ def win_rate(con: "Con", run_id: str | None) -> Section:
         *_comparison(con, run_id),
         Table("win-rates", ["policy", "method", "base", "judge", "split", "prompts", "win rate [95%]",
                             "length-controlled", "wins / ties / losses", "policy chars", "base chars"],
-              [[e["policy"], e["method"], e["base"], e["judge_model"], e["split"], e["prompts"],
+              [[e["policy"], e["method"], e["base"], _judge(e), e["split"], e["prompts"],
                 _rate(e, "win_rate"), _rate(e, "lc_win_rate"), _counts(e), e["mean_len_policy"],
                 e["mean_len_base"]] for e in evals], "Every evaluation, newest first."),
         Plot("train-win-rate", "Left: win rate and length-controlled win rate of each evaluation, with 95% "
@@ -169,6 +172,14 @@ def win_rate(con: "Con", run_id: str | None) -> Section:
              "against how much longer the policy's answer was.", lambda fig: _draw_win(fig, evals, judged),
              size=(7.5, max(2.6, 0.5 * len(evals) + 1.4))),
     ])
+
+
+def _judge(e: dict) -> str:
+    """The judge column: model, mode, and whether it judged its own base or labels (storage/012)."""
+    mode = f" ({e['judge_mode']})" if e.get("judge_mode") else ""
+    marks = [m for m, hit in (("is the base", e.get("judge_is_base")),
+                              ("labelled the data", e.get("judge_is_labeller"))) if hit]
+    return f"{e['judge_model']}{mode}" + (f": {', '.join(marks)}" if marks else "")
 
 
 def _evals_in_run() -> str:

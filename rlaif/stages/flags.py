@@ -11,6 +11,11 @@ each with the measured value and the threshold it was held against, and the data
   also changes its answer for texts over 200 characters).
 - ``refusal``: boilerplate evasion, by regexes kept in an editable data file (``rlaif/data/refusal_patterns.txt``).
 - ``truncated``: generation stopped at ``max_tokens`` (finish reason ``length``).
+- ``meta``: a revision that talks about the answer instead of being one ("The response refuses ...", "This
+  answer ...", "Critique: ..."), by regexes in an editable data file (``rlaif/data/meta_patterns.txt``). Small
+  models asked to rewrite after a critique often continue the critique instead; the paper's revisions are answers.
+- ``not_revised``: a revision closer to its critique than to any answer it revises (the first answer or the text
+  of its round), by word-level Indel similarity: the reviser restated the critique rather than rewriting.
 - ``long`` / ``short``: a final answer's length is an outlier of the run, by the robust z-score
   0.6745 (x - median) / MAD (Iglewicz and Hoaglin 1993), which a few extreme rows cannot drag.
 - ``near_duplicate``: final answers of different prompts that are nearly the same text (MinHash, below).
@@ -92,11 +97,20 @@ def unchanged(before: str | None, after: str | None, threshold: float) -> Flag |
 
 def load_refusal_patterns(path: Path | None = None) -> re.Pattern[str]:
     """One regex of every line of ``path`` (default: the shipped list); a bad line is one ConfigError."""
-    path = path or package_file("data", "refusal_patterns.txt")
+    return load_patterns(path or package_file("data", "refusal_patterns.txt"), "refusal")
+
+
+def load_meta_patterns(path: Path | None = None) -> re.Pattern[str]:
+    """The ``meta`` regexes of ``path`` (default: the shipped ``rlaif/data/meta_patterns.txt``)."""
+    return load_patterns(path or package_file("data", "meta_patterns.txt"), "meta")
+
+
+def load_patterns(path: Path, what: str) -> re.Pattern[str]:
+    """One case-insensitive, multiline regex of every non-comment line of ``path``; a bad line is one ConfigError."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the refusal patterns: {exc}") from None
+        raise ConfigError(f"{path}: cannot read the {what} patterns: {exc}") from None
     parts = []
     for number, line in enumerate(lines, start=1):
         line = line.strip()
@@ -116,6 +130,44 @@ def refusal(text: str | None, patterns: re.Pattern[str]) -> Flag | None:
     if match is None:
         return None
     return Flag("refusal", None, None, f"refusal boilerplate: {match.group(0)[:60]!r}")
+
+
+def meta(text: str | None, patterns: re.Pattern[str]) -> Flag | None:
+    """Input: a revision. Output: 'meta' naming the commentary found (it talks about an answer), or None."""
+    match = patterns.search(text or "")
+    if match is None:
+        return None
+    return Flag("meta", None, None, f"talks about the answer: {match.group(0).strip()[:60]!r}")
+
+
+def word_similarity(a: str, b: str) -> float:
+    """Normalised Indel similarity of the two texts' lowercased word sequences (0-1)."""
+    from rapidfuzz.distance import Indel
+
+    return float(Indel.normalized_similarity(_WORD.findall(a.lower()), _WORD.findall(b.lower())))
+
+
+SHORT_WORDS, SHORT_SIMILARITY = 16, 0.9
+
+
+def not_revised(revision: str | None, critique: str | None, answers: Sequence[str | None],
+                threshold: float = 0.6) -> Flag | None:
+    """Input: a revision, its critique and the answers it revises. Output: 'not_revised' when the revision is more
+    similar to the critique than to every answer, and at least ``threshold`` similar to it (a real rewrite shares
+    few words with either, and would otherwise be a coin toss; under ``SHORT_WORDS`` words, at least
+    ``SHORT_SIMILARITY``); the value is its similarity to the critique."""
+    given = [a for a in answers if a]
+    if not revision or not critique or not given:
+        return None
+    to_critique = word_similarity(revision, critique)
+    to_answer = max(word_similarity(revision, a) for a in given)
+    # Between texts of a few words one shared phrase ("your last response") moves the similarity by 0.3: there,
+    # only a near-copy counts.
+    short = min(len(_WORD.findall(revision)), len(_WORD.findall(critique))) < SHORT_WORDS
+    if to_critique > to_answer and to_critique >= (max(threshold, SHORT_SIMILARITY) if short else threshold):
+        return Flag("not_revised", round(to_critique, 4), threshold,
+                    f"closer to its critique ({to_critique:.2f}) than to any answer ({to_answer:.2f})")
+    return None
 
 
 def answer_flags(text: str | None, finish_reason: str | None, patterns: re.Pattern[str]) -> list[Flag]:

@@ -4,9 +4,11 @@
 checkpoint: its "policy" is the base model plus a reward and N samples. So this module gives it the same
 evaluation with the answers swapped in: on the same held-out prompts, with the same sampling options and the
 same per-prompt seeds as ``run_winrate`` gives the base, the base answers once (shared with any evaluation of
-the same base, through the stored generations) and best-of-N answers with the best of N samples; the feedback
-role judges each pair, and the result is a ``winrate_evals`` row whose ``policy`` is
-``best-of-n:N:<reward>:<base>``. The ``policy_comparison`` view shows it beside the PPO and DPO evaluations.
+the same base, through the stored generations) and best-of-N answers with the best of N samples; the evaluation
+role judges each pair (``settings.eval``, as ``run_winrate`` does, with its warning when the judge is the base
+or a labeller: a judge that is also the best-of-N reward picks and grades alike), and the result is a
+``winrate_evals`` row whose ``policy`` is ``best-of-n:N:<reward>:<base>``. The ``policy_comparison`` view shows
+it beside the PPO and DPO evaluations.
 """
 
 from __future__ import annotations
@@ -44,18 +46,23 @@ def evaluate_best_of_n(settings: Settings, *, prompts: str, n: int, reward: Comb
     store = open_store(settings)
     params = SamplingParams(temperature=options.temperature, top_p=options.top_p, max_tokens=options.max_tokens)
     policy = baseline_name(n, reward_spec, base_model)
-    eval_id = content_hash("winrate", policy, base_model, ev._feedback_model(settings), [r.prompt_id for r in rows],
+    eval_id = content_hash("winrate", policy, base_model, *ev.judge_identity(settings), [r.prompt_id for r in rows],
                            params, options.seed, constitution.version)
     stored = store.fetch("SELECT * FROM winrate_evals WHERE eval_id = ?", [eval_id])
     if stored:
         log(f"evaluation {eval_id} is stored already")
         return stored[0]
     best = _best_answers(settings, store, rows, n, reward, reward_spec, base_model, options, log)
-    run_id = ev._open_run(store, options, policy, base_model, prompts, constitution, settings.engine,  # type: ignore
-                          ev._feedback_model(settings), None)
+    # the reward's judge chose the answers: grading them with it again counts as grading its own labels
+    pickers = [str(getattr(s, "model", "") or "") for s, _ in getattr(reward, "sources", ())]
+    check = ev.announce_judge(settings, store, base_model, log, also=pickers)
+    run_id = ev._open_run(store, options, policy, base_model, prompts, constitution, settings.eval.engine,  # type: ignore
+                          ev._judge_model(settings), None)
     try:
         report = _judge(settings, store, run_id, eval_id, rows, best, params, options, constitution, policy,
                         base_model, prompts, log)
+        report.update(check.columns())
+        store.write({"winrate_evals": [report]})
     except BaseException as exc:
         ev._close_run(store, run_id, "failed", f"{type(exc).__name__}: {exc}")
         raise
@@ -95,11 +102,11 @@ def _judge(settings: Settings, store: Any, run_id: str, eval_id: str, rows: Sequ
                                  constitution_version=constitution.version)
         engine.preload(store, [r.prompt_id for r in rows])
         base_answers = asyncio.run(ev._answer_all(engine, rows, params, options.seed, "base"))
-        judge = RecordingEngine(ev._feedback_engine(settings), writer, run_id=run_id,
+        judge = RecordingEngine(ev._judge_engine(settings), writer, run_id=run_id,
                                 constitution_version=constitution.version)
         judge.preload(store, [r.prompt_id for r in rows])
         pairs = [(r, best[r.prompt_id], b) for r, b in zip(rows, base_answers) if b and r.prompt_id in best]
-        verdicts = asyncio.run(ev._judge_all(judge, constitution, pairs, options.seed))
+        verdicts = asyncio.run(ev._judge_all(judge, constitution, pairs, options.seed, ev._judge_config(settings)))
     judged = [(row, a, b, v) for (row, a, b), v in zip(pairs, verdicts) if v.p_a is not None]
     if not judged:
         raise ConfigError(f"no prompt could be judged ({len(rows)} prompts, {len(pairs)} answered by both)")
@@ -110,7 +117,6 @@ def _judge(settings: Settings, store: Any, run_id: str, eval_id: str, rows: Sequ
               "judge_model": judge.model, "constitution_version": constitution.version, "prompts_source": source,
               "split": options.split, "params": json.dumps({**options.model_dump(), "best_of_n": policy}),
               "seed": options.seed, "created_at": now, **ev._stats_columns(stats)}
-    store.write({"winrate_evals": [report],
-                 "winrate_judgements": [ev._judgement_row(eval_id, row, a, b, v, now) for row, a, b, v in judged]})
+    store.write({"winrate_judgements": [ev._judgement_row(eval_id, row, a, b, v, now) for row, a, b, v in judged]})
     log(f"{policy}: win rate {report['win_rate']:.3f} against {base_model} on {len(judged)} prompts")
     return report

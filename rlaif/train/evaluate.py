@@ -1,11 +1,14 @@
-"""``rlaif eval winrate``: a trained policy against its base on held-out prompts, judged by the feedback role.
+"""``rlaif eval winrate``: a trained policy against its base on held-out prompts, judged by the evaluation role.
 
 1. The prompts of a source whose split is ``eval`` (the prompt hash decides, as everywhere: prompts a model was
    trained on are never the ones it is evaluated on).
 2. The base and the policy answer each prompt with the same sampling options and the same per-prompt seed
    (``derive_seed(seed, prompt_id, "winrate")``), one model after the other on an in-process engine.
-3. The feedback role judges each (policy, base) pair with the project's judge; in the choice and cot modes the mean
-   of both orders cancels position bias (Lee et al. 2023, section 2.1.1): p = P(policy better).
+3. The evaluation role (``settings.eval``, ``--judge-model`` / ``--judge-mode``; ``rlaif.train.judge_role``)
+   judges each (policy, base) pair with the project's judge in that role's mode (the choice modes average both
+   orders to cancel position bias, Lee et al. 2023, section 2.1.1; contrast has no order): p = P(policy better).
+   When that judge is the base model or a model that labelled the training data, one warning line says so and
+   the row stores it (``judge_is_base``, ``judge_is_labeller``, ``judge_warning``).
 4. ``rlaif.train.winrate`` turns the p's and the answers' lengths into the win rate with its 95% interval and the
    length-controlled win rate (Dubois et al. 2024); one row in ``winrate_evals`` and one per prompt in
    ``winrate_judgements``.
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from rlaif.config import Settings
     from rlaif.constitution import Constitution
     from rlaif.engines.base import Engine
+    from rlaif.judge.config import JudgeConfig
     from rlaif.prompts import PromptRow
     from rlaif.stages.judge import Verdict
     from rlaif.store import Store
@@ -103,17 +107,20 @@ def run_winrate(settings: Settings, *, policy: str | Path, prompts: str, base: s
     constitution = load_constitution(resolve_constitution(options.constitution))
     store = open_store(settings)
     params = SamplingParams(temperature=options.temperature, top_p=options.top_p, max_tokens=options.max_tokens)
-    eval_id = content_hash("winrate", str(policy_path), base_model, _feedback_model(settings),
+    eval_id = content_hash("winrate", str(policy_path), base_model, *judge_identity(settings),
                            [r.prompt_id for r in rows], params, options.seed, constitution.version)
     stored = store.fetch("SELECT * FROM winrate_evals WHERE eval_id = ?", [eval_id])
     if stored:
         log(f"evaluation {eval_id} is stored already")
         return stored[0]
-    run_id = _open_run(store, options, policy_path, base_model, prompts, constitution, settings.engine,
-                       _feedback_model(settings), prefect_flow_run_id)
+    check = announce_judge(settings, store, base_model, log)
+    run_id = _open_run(store, options, policy_path, base_model, prompts, constitution, settings.eval.engine,
+                       _judge_model(settings), prefect_flow_run_id)
     try:
         report = _evaluate(settings, store, run_id, eval_id, rows, params, options, constitution, policy_path,
                            base_model, prompts, log)
+        report.update(check.columns())
+        store.write({"winrate_evals": [report]})
     except BaseException as exc:
         _close_run(store, run_id, "failed", f"{type(exc).__name__}: {exc}")
         raise
@@ -147,11 +154,11 @@ def _evaluate(settings: Settings, store: Store, run_id: str, eval_id: str, rows:
             engine.preload(store, [r.prompt_id for r in rows])
             answers[role] = asyncio.run(_answer_all(engine, rows, params, options.seed, role))
             log(f"{role} answered {sum(a is not None for a in answers[role])} of {len(rows)} prompts")
-        judge_engine = _feedback_engine(settings)  # loaded after the answering models are closed
+        judge_engine = _judge_engine(settings)  # loaded after the answering models are closed
         judge = RecordingEngine(judge_engine, writer, run_id=run_id, constitution_version=constitution.version)
         judge.preload(store, [r.prompt_id for r in rows])
         pairs = [(r, a, b) for r, a, b in zip(rows, answers["policy"], answers["base"]) if a and b]
-        verdicts = asyncio.run(_judge_all(judge, constitution, pairs, options.seed))
+        verdicts = asyncio.run(_judge_all(judge, constitution, pairs, options.seed, _judge_config(settings)))
     judged = [(row, a, b, v) for (row, a, b), v in zip(pairs, verdicts) if v.p_a is not None]
     if not judged:
         raise ConfigError(f"no prompt could be judged ({len(rows)} prompts, {len(pairs)} answered by both)")
@@ -164,7 +171,7 @@ def _evaluate(settings: Settings, store: Store, run_id: str, eval_id: str, rows:
               "prompts_source": source, "split": options.split, "params": json.dumps(options.model_dump()),
               "seed": options.seed, "created_at": now, **_stats_columns(stats)}
     judgements = [_judgement_row(eval_id, row, a, b, v, now) for row, a, b, v in judged]
-    store.write({"winrate_evals": [report], "winrate_judgements": judgements})
+    store.write({"winrate_judgements": judgements})  # the evaluation's own row follows, with the judge check
     return report
 
 
@@ -184,28 +191,29 @@ async def _answer_all(engine: Any, rows: Sequence[PromptRow], params: SamplingPa
         await engine.aclose()
 
 
-async def _judge_all(engine: Any, constitution: Constitution, pairs: Sequence[tuple], seed: int) -> list[Verdict]:
+async def _judge_all(engine: Any, constitution: Constitution, pairs: Sequence[tuple], seed: int,
+                     config: JudgeConfig | None = None) -> list[Verdict]:
     try:
-        return list(await asyncio.gather(*(judge_answers(engine, constitution, row, a.text, b.text, seed)
+        return list(await asyncio.gather(*(judge_answers(engine, constitution, row, a.text, b.text, seed, config)
                                            for row, a, b in pairs)))
     finally:
         await engine.aclose()
 
 
 async def judge_answers(engine: Any, constitution: Constitution, row: PromptRow, policy_text: str, base_text: str,
-                        seed: int) -> Verdict:
+                        seed: int, config: JudgeConfig | None = None) -> Verdict:
     """The judge's debiased verdict on (policy answer, base answer): the one call into the judge stage.
 
-    The judge runs in the feedback engine's measured default mode (``rlaif.judge.config.default_config``: the
-    likelihood contrast on real engines, where the multiple-choice letter is at chance on small models), under one
-    principle drawn for the pair; the verdict is turned back to (policy, base) order.
+    The judge runs in ``config``'s mode: the evaluation role's, by default the engine's measured default mode
+    (``rlaif.judge.config.default_config``, what ``rlaif judge eval`` chose), under one principle drawn for the
+    pair; the verdict is turned back to (policy, base) order.
     """
     from rlaif.judge.config import default_config
     from rlaif.judge.pairing import Candidate, Pair
     from rlaif.stages.judge import judge
 
     pair = Pair.make(row.prompt_id, row.messages, Candidate(policy_text, "policy"), Candidate(base_text, "base"))
-    judgement = await judge(engine, constitution, pair, config=default_config(engine.name),
+    judgement = await judge(engine, constitution, pair, config=config or default_config(engine.name),
                             run_seed=seed)
     (verdict,) = judgement.verdicts
     return verdict.swapped() if pair.swapped else verdict
@@ -221,16 +229,39 @@ def _answer_engine(settings: Settings, model: str, options: WinRateOptions) -> E
     return create_engine(settings.model_copy(update={"model": model, "engine": name}), role="policy")
 
 
-def _feedback_engine(settings: Settings) -> Engine:
+def _judge_engine(settings: Settings) -> Engine:
+    """The evaluation role's engine: the judge of win rates."""
     from rlaif.engines import create_engine
 
-    return create_engine(settings, role="feedback")
+    return create_engine(settings, role="eval")
 
 
-def _feedback_model(settings: Settings) -> str:
-    """The judge's model name (one place for the per-role settings to come)."""
-    role = getattr(settings, "feedback", None)
-    return str(getattr(role, "model", None) or settings.model)
+def _judge_model(settings: Settings) -> str:
+    return settings.eval.model
+
+
+def _judge_config(settings: Settings) -> JudgeConfig:
+    from rlaif.train.judge_role import eval_judge_config
+
+    return eval_judge_config(settings)
+
+
+def judge_identity(settings: Settings) -> tuple[str, str, str]:
+    """What an evaluation's id holds of its judge: model, engine and mode (another judge, another evaluation)."""
+    return settings.eval.model, settings.eval.engine, settings.eval.judge_mode()
+
+
+def announce_judge(settings: Settings, store: Store, base: str, log: Callable[[str], None],
+                   also: Sequence[str] = ()) -> Any:
+    """The evaluation judge checked against the base and the data's labellers (and ``also``); its warning line,
+    if any, logged."""
+    from rlaif.train.judge_role import check_judge, labellers
+
+    check = check_judge(settings, base=base, labellers=[*labellers(settings, store), *also])
+    log(f"judge: {check.model} ({check.engine}, mode {check.mode})")
+    if check.warning:
+        log(check.warning)
+    return check
 
 
 def _open_run(store: Store, options: WinRateOptions, policy: Path, base: str, source: str,

@@ -2,15 +2,18 @@
 
 Optimising a proxy reward past a point lowers the true objective (Gao et al. 2023, "Scaling laws for reward model
 overoptimization", arXiv 2210.10760): the proxy keeps rising while the gold score turns down, the policy drifts
-from its reference (KL grows) and answers often grow longer. Here the gold stand-in is the AI judge's direct score
-(d-RLAIF), which the policy is not trained on unless it is the training reward itself.
+from its reference (KL grows) and answers often grow longer. Here the gold stand-in is the evaluation role's AI
+judge (``settings.eval``, ``--judge-model`` / ``--judge-mode``), rating each answer in the mode ``rlaif judge eval``
+chose for its engine (``rlaif.train.judge_reward``). A gold stand-in that is the proxy itself (``--reward judge``
+with the same engine, model and mode) could never fall while the proxy rises, so the monitor refuses it
+(``refuse_self_comparison``): pick another judge, or turn the monitor's judge off.
 
 On a fixed set of held-out prompts (the ``eval`` split, never trained on), before training, every
 ``monitor_every`` steps and after the last step, the monitor samples one answer per prompt (seeded the same way
 each time, so measurements differ by the weights only) and records in ``overopt_records``:
 - the mean sequence KL to the reference, sum_t log pi(y_t) - log pi_ref(y_t) over the answer's tokens (k1);
 - the mean length and its drift, the ratio to the first measurement's;
-- the proxy: the training reward's mean; the judge: its mean reward (the 1-10 score mapped onto [-1, 1]).
+- the proxy: the training reward's mean; the judge: its mean reward on [-1, 1] (the 1-10 score, or the PMI).
 
 It warns when the proxy has risen while the judge has fallen: compared with the earlier record where the judge
 scored best, the proxy is higher by more than ``proxy_margin`` and the judge lower by more than ``judge_margin``.
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from rlaif.errors import ConfigError
 from rlaif.store import utcnow
 from rlaif.train.rewards import RewardBatch, RewardSource
 from rlaif.train.rl_math import kl_k1, masked_sum
@@ -36,6 +40,22 @@ if TYPE_CHECKING:
     from rlaif.train.rewards import CombinedReward
 
 WARNING_KIND = "proxy_up_judge_down"
+
+
+def refuse_self_comparison(proxy: Any, judge: Any) -> None:
+    """A ConfigError when the monitor's judge is one of the proxy's own sources (the same object, or a judge of the
+    same engine, model and mode): proxy and judge would move together and the warning could never fire."""
+    if judge is None:
+        return
+    mine = getattr(judge, "identity", None)
+    for source, _ in getattr(proxy, "sources", ()):
+        if source is judge or (mine is not None and getattr(source, "identity", None) == mine):
+            engine, model, mode = mine or ("", getattr(judge, "model", "?"), "?")
+            raise ConfigError(
+                f"the over-optimisation monitor's judge ({model}, {engine} engine, mode {mode}) is the reward being "
+                "optimised (--reward judge): it cannot see the proxy rise while the judge falls. Give the monitor "
+                "another judge (--judge-model / --judge-mode, or RLAIF_EVAL_MODEL / RLAIF_EVAL_MODE), or turn it "
+                "off (--no-monitor-judge)")
 
 
 @dataclass
@@ -95,6 +115,9 @@ class Monitor:
     log: Callable[[str], None] = print
     history: list[Measurement] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        refuse_self_comparison(self.proxy, self.judge)
+
     def load_history(self) -> None:
         """The records of this run so far (a resumed run compares with what came before the kill)."""
         rows = self.store.fetch("SELECT step, prompts, kl, mean_length, length_drift, proxy_score, judge_score "
@@ -129,7 +152,7 @@ class Monitor:
             "run_id": self.run_id, "step": now.step, "prompts": now.prompts, "kl": now.kl,
             "mean_length": now.mean_length, "length_drift": now.length_drift, "proxy_score": now.proxy,
             "judge_score": now.judge, "proxy_source": self.proxy.source, "judge_model": judge_model,
-            "created_at": created}]}
+            "judge_mode": getattr(self.judge, "mode", None), "created_at": created}]}
         judged = f", judge {now.judge:.3f}" if now.judge is not None else ""
         self.log(f"monitor @ step {now.step}: kl {now.kl:.3f}, length {now.mean_length:.1f} "
                  f"(x{now.length_drift:.2f}), proxy {now.proxy:.3f}{judged}")

@@ -46,16 +46,24 @@ def judge_to_reward(score: float) -> float:
 class JudgeReward:
     """``judge``: the AI judge scoring each response directly (d-RLAIF, Lee et al. 2023, section 2.4).
 
-    ``score_many(messages, responses) -> list[float | None]`` returns the judge's 1-10 expectation per response,
-    None where it could not be read (a parse failure is data, never a default score). It is built by
-    ``judge_scorer`` over the feedback role's engine.
+    ``score_many(messages, responses) -> list[float | None]`` returns the judge's raw rating per response (the
+    1-10 expectation in score mode, the PMI in contrast mode), None where it could not be read (a parse failure is
+    data, never a default score); ``to_reward`` maps it onto [-1, 1]. It is built by
+    ``rlaif.train.judge_reward.judge_reward`` over the feedback role's engine (the monitor's: the eval role's).
     """
 
     def __init__(self, score_many: Callable[[Sequence[Sequence[dict]], Sequence[str], Sequence[str]],
-                                            list[float | None]], *, model: str):
+                                            list[float | None]], *, model: str, mode: str = "score",
+                 engine: str = "", to_reward: Callable[[float], float] | None = None):
         self.score_many = score_many
         self.source = "judge"
-        self.model = model
+        self.model, self.mode, self.engine = model, mode, engine
+        self.to_reward = to_reward or judge_to_reward  # score mode: 1-10 onto [-1, 1]
+
+    @property
+    def identity(self) -> tuple[str, str, str]:
+        """(engine, model, mode): two judge sources with one identity give the same values."""
+        return self.engine, self.model, self.mode
 
     def recorded_in(self, writer: Any, run_id: str) -> AbstractContextManager[None]:
         """While open, the judge's engine calls are rows of ``run_id`` in ``writer`` (``judge_reward.JudgeScorer``)."""
@@ -64,6 +72,7 @@ class JudgeReward:
 
     def score(self, batch: RewardBatch) -> SourceScores:
         raw = self.score_many([list(m) for m in batch.messages], list(batch.responses), list(batch.prompt_ids))
-        values = [judge_to_reward(s) if s is not None else None for s in raw]
-        details = [f"score {s:.3f} of 10" if s is not None else "the judge's score could not be read" for s in raw]
+        values = [self.to_reward(s) if s is not None else None for s in raw]
+        unit = "of 10" if self.mode == "score" else "nats/token PMI"
+        details = [f"score {s:.3f} {unit}" if s is not None else "the judge's score could not be read" for s in raw]
         return SourceScores(values, details)

@@ -3,8 +3,8 @@
 The commands hand over what the user typed (None for options left out); this module validates it into
 ``RlOptions`` / ``BestOfNOptions``, resolves the base model and the reward specs (an ``rm:`` path becomes
 absolute, so the run's identity does not depend on the working directory), builds the reward sources (the judge
-from the feedback role), reads the prompts (a prompt source, or the database's prompts table) and calls
-``rlaif.train.rl.run_rl`` or ``rlaif.train.best_of_n.run_best_of_n``.
+from the feedback role; the monitor's judge from the evaluation role), reads the prompts (a prompt source, or the
+database's prompts table) and calls ``rlaif.train.rl.run_rl`` or ``rlaif.train.best_of_n.run_best_of_n``.
 """
 
 from __future__ import annotations
@@ -67,15 +67,16 @@ def read_source(source: str, settings: Settings) -> list[PromptRow]:
     return rows
 
 
-def judge_factory(settings: Settings, constitution: str) -> Callable[[], RewardSource]:
-    """Builds the judge reward (the feedback role's engine) once, when a spec or the monitor asks for it."""
+def judge_factory(settings: Settings, constitution: str, role: str = "feedback") -> Callable[[], RewardSource]:
+    """Builds the judge reward (``role``'s engine: feedback for the reward, eval for the monitor) once, when a spec
+    or the monitor asks for it."""
     built: list[RewardSource] = []
 
     def make() -> RewardSource:
         if not built:
             from rlaif.train.judge_reward import judge_reward
 
-            built.append(judge_reward(settings, constitution))
+            built.append(judge_reward(settings, constitution, role=role))
         return built[0]
 
     return make
@@ -105,11 +106,24 @@ def run_rl_command(settings: Settings, estimator: str, *, out: Path, model: str 
     base_path = base_model_path(base_model, settings.cache_dir)
     store = open_store(settings)
     rows = prompt_rows(settings, store, prompts)
-    judge = judge_factory(settings, constitution)
-    reward = build_rewards(settings, specs, judge)
-    monitor = judge() if monitor_judge and opts.monitor_prompts else None
+    reward = build_rewards(settings, specs, judge_factory(settings, constitution))
+    monitor = _monitor_judge(settings, constitution, reward) if monitor_judge and opts.monitor_prompts else None
     return run_rl(store, options=opts, reward=reward, base_model=base_model, base_path=base_path, out_dir=out,
                   device=settings.device, judge=monitor, prompt_rows=rows, log=log)
+
+
+def _monitor_judge(settings: Settings, constitution: str, reward: CombinedReward) -> RewardSource:
+    """The monitor's judge, the evaluation role's, refused when it is the reward itself (before any training)."""
+    from rlaif.config import ROLE_FIELDS
+    from rlaif.train.judge_reward import judge_reward
+    from rlaif.train.overopt import refuse_self_comparison
+
+    same = settings.eval.model_dump(include=set(ROLE_FIELDS)) == settings.feedback.model_dump()
+    reward_judge = next((s for s, _ in reward.sources if s.source == "judge"), None)
+    engine = getattr(getattr(reward_judge, "score_many", None), "engine", None) if same else None
+    judge = judge_reward(settings, constitution, role="eval", engine=engine)  # one model loaded when it is one
+    refuse_self_comparison(reward, judge)
+    return judge
 
 
 def run_best_of_n_command(settings: Settings, *, rewards: Sequence[str], options: dict[str, Any],
