@@ -11,8 +11,9 @@ The server flags are chosen from measurements on 2-core CPU machines (NOTES.md):
 - ``--generation-config vllm``: a model folder's ``generation_config.json`` would otherwise silently add its
   own sampling defaults (repetition penalty, top-k); each request's options are the whole story, as with the
   other engines.
-- the CPU flags and the dtype (the ``serve_dtype`` setting), which the in-process engine shares: they live in
-  ``rlaif.engines.vllm_options``.
+- the CPU flags, the dtype and the GPU settings (``serve_dtype``, ``serve_max_model_len``,
+  ``serve_tensor_parallel``, ``serve_quantization``, ``serve_gpu_memory``), which the in-process engine shares:
+  they live in ``rlaif.engines.vllm_options``.
 
 Only the standard library is imported at module level: the CLI imports this module to answer ``rlaif serve``.
 """
@@ -36,7 +37,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from rlaif.engines.vllm_options import CPU_KVCACHE_GIB, as_cli_flags, engine_options, resolve_dtype
+from rlaif.engines.vllm_options import CPU_KVCACHE_GIB, as_cli_flags, resolve_dtype, settings_options
 from rlaif.errors import EngineError
 
 if TYPE_CHECKING:
@@ -183,7 +184,7 @@ def build_server_command(
     python = python or serve_python(settings)
     command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir)]
     command += ["--served-model-name", settings.model, "--host", HOST, "--port", str(port)]
-    command += [*as_cli_flags(engine_options(gpu=gpu, dtype=settings.serve_dtype)), "--disable-uvicorn-access-log"]
+    command += [*as_cli_flags(settings_options(settings, gpu=gpu)), "--disable-uvicorn-access-log"]
     return command
 
 
