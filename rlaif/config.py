@@ -132,6 +132,10 @@ class Settings(BaseSettings, EngineSettings):
         None, pattern=r"^[a-z0-9_]+$",
         description="vLLM quantization method (fp8, awq, gptq, bitsandbytes, ...); default: none or the model's own",
     )
+    serve_weight_updates: bool = Field(
+        False, description="let RL push its updates into `rlaif serve` (runtime LoRA loading and vLLM's weight "
+        "reload endpoints; loopback only)"
+    )
     serve_gpu_memory: float | None = Field(
         None, gt=0.0, le=1.0, description="fraction of GPU memory vLLM may take (default: vLLM's, 0.9); GPU only"
     )

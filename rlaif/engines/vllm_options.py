@@ -24,6 +24,9 @@ from typing import Any
 
 MAX_MODEL_LEN = 2048  # every prompt and reply of the pipeline fits; bounds the KV memory per sequence
 CPU_KVCACHE_GIB = "2"  # VLLM_CPU_KVCACHE_SPACE; vLLM's own default would take far more of a shared machine
+# With weight updates on (RL rollouts, rlaif.train.rl_vllm): adapters up to this rank, the newest two loaded at once.
+MAX_LORA_RANK, MAX_LORAS = 64, 2
+WEIGHT_UPDATE_ENV = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_SERVER_DEV_MODE": "1"}
 DTYPES = ("auto", "bfloat16", "float16", "float32")  # the values of the serve_dtype setting
 
 
@@ -102,6 +105,11 @@ def settings_options(settings: Any, *, gpu: bool) -> dict[str, Any]:
                           tensor_parallel_size=settings.serve_tensor_parallel,
                           quantization=settings.serve_quantization,
                           gpu_memory_utilization=settings.serve_gpu_memory)
+
+
+def weight_update_options(enabled: bool) -> dict[str, Any]:
+    """Server arguments that let a trainer load LoRA adapters into it (``serve_weight_updates``)."""
+    return {"enable_lora": True, "max_lora_rank": MAX_LORA_RANK, "max_loras": MAX_LORAS} if enabled else {}
 
 
 def as_cli_flags(options: dict[str, Any]) -> list[str]:

@@ -22,6 +22,9 @@ the options (the rewards included) and the prompts read, its metrics go to ``tra
 run resumes from its last checkpoint: rollouts and minibatch orders are seeded per step, so the resumed run goes
 on exactly as one that was never stopped. The final model is a servable folder like every trainer's.
 
+Rollouts come from ``generate`` in this process (``rollout``) or, with ``rollout.engine = "vllm"``, from a vLLM
+server that each update is pushed to (``rl_vllm``; the log-probs of the loss are recomputed here either way).
+
 One process: the trainer does not run under DDP (rollouts would need gathering); a GPU is used when present,
 with bf16 autocast over fp32 weights and a bf16 reference (untested here: no GPU on these machines).
 """
@@ -93,6 +96,7 @@ class RlRun:
     reward: CombinedReward
     prompts: list[RolloutPrompt]
     log: Callable[[str], None]
+    sampler: Any = None  # a VLLMRolloutSampler when rollouts come from a vLLM server, else None (generate)
 
     def autocast(self) -> Any:
         if self.precision == "bf16":
@@ -103,12 +107,16 @@ class RlRun:
 def run_rl(store: Any, *, options: RlOptions, reward: CombinedReward, base_model: str, base_path: Path,
            out_dir: Path, device: str = "auto", judge: RewardSource | None = None,
            prompt_rows: Sequence[dict] | None = None, log: Callable[[str], None] = print,
-           prefect_flow_run_id: str | None = None) -> RlResult:
+           prefect_flow_run_id: str | None = None, rollout_url: str | None = None) -> RlResult:
     """Train ``base_path`` with ``options.estimator``; see the module docstring.
 
     ``prompt_rows`` (``key``, ``prompt_id``, ``messages``, ``split``) are the prompts to train on and hold out;
     by default every prompt of the store. ``judge`` is the monitor's judge (None: no judge score is tracked).
+    ``rollout_url`` is the vLLM server (``http://host:port/v1``) of ``rollout.engine = "vllm"``; it serves
+    ``base_path``'s model. It is not part of the run's identity: a resumed run may sample on another server.
     """
+    if options.rollout.engine == "vllm" and not rollout_url:
+        raise ConfigError("rollout engine vllm needs the server's URL (--rollout-url http://127.0.0.1:8000/v1)")
     store.migrate()
     torch_device = select_device(device)
     precision = select_precision(torch_device, options.precision)
@@ -140,7 +148,12 @@ def run_rl(store: Any, *, options: RlOptions, reward: CombinedReward, base_model
             step = _resume(run, start) if start.resume_from else 0
             forget_after(store, run.run_id, step)
             monitor = _monitor(run, heldout, judge)
-            final = _train(run, monitor, step, total, base_model)
+            run.sampler = _vllm_sampler(run, rollout_url, step) if options.rollout.engine == "vllm" else None
+            try:
+                final = _train(run, monitor, step, total, base_model)
+            finally:
+                if run.sampler is not None:
+                    run.sampler.close()
         except BaseException as exc:
             tracking.finish_run(store, start.run_id, "failed", error=f"{type(exc).__name__}: {exc}"[:500])
             raise
@@ -172,6 +185,17 @@ def _build(store: Any, options: RlOptions, run_id: str, out_dir: Path, device: t
     controller = AdaptiveKLController(options.kl.coef, options.kl.target, options.kl.horizon)
     return RlRun(options, store, run_id, out_dir, device, precision, tokenizer, eos, policy, reference, optimizer,
                  scheduler, controller, reward, prompts, log)
+
+
+def _vllm_sampler(run: RlRun, url: str | None, step: int) -> Any:
+    """The vLLM sampler, holding the policy's current weights (those of a resumed checkpoint too)."""
+    from rlaif.train.rl_vllm import VLLMRolloutSampler
+
+    sampler = VLLMRolloutSampler(str(url), run.out_dir / "rollout-weights", lora=run.options.lora is not None)
+    seconds = sampler.push(run.policy.lm, step)
+    run.log(f"rollouts from {sampler.url} ({'LoRA adapters' if sampler.lora else 'full weights'} pushed each "
+            f"update; first push {seconds:.1f} s)")
+    return sampler
 
 
 def _lr_factor(options: RlOptions, total: int) -> Callable[[int], float]:
@@ -256,12 +280,7 @@ def train_step(run: RlRun, cfg: UpdateConfig, step: int, writer: Writer) -> dict
     started, cpu = time.perf_counter(), time.process_time()
     options = run.options
     batch = _step_prompts(run, step)
-    with run.autocast():
-        rollouts = sample_rollouts(run.policy.lm, run.tokenizer, batch, k=options.rollout.samples,
-                                   max_new_tokens=options.rollout.max_new_tokens,
-                                   temperature=options.rollout.temperature, eos_ids=run.eos_ids,
-                                   seed=derive_seed(options.seed, "rollout", step),
-                                   batch_size=options.rollout.batch_size)
+    rollouts = _sample(run, batch, step)
     prompts = [rollouts.prompt_of(i) for i in range(len(rollouts))]
     scores = run.reward.score(RewardBatch([p.messages for p in prompts], rollouts.texts,
                                           [p.prompt_id for p in prompts], rollouts.ended))
@@ -273,6 +292,7 @@ def train_step(run: RlRun, cfg: UpdateConfig, step: int, writer: Writer) -> dict
         update = optimise(run.policy, run.optimizer, prep, cfg, beta, generator)
     run.scheduler.step()
     run.controller.update(float(prep.seq_kl.mean()), len(rollouts))
+    push_s = run.sampler.push(run.policy.lm, step + 1) if run.sampler is not None else 0.0  # before step + 2 samples
     keys = rollout_keys(run.run_id, step + 1, rollouts)
     write_rollouts(writer, run_id=run.run_id, step=step + 1, rollouts=rollouts, keys=keys, rewards=scores,
                    penalised=prep.penalised.tolist(), kl=prep.seq_kl.tolist(), advantages=prep.seq_advantage.tolist(),
@@ -282,12 +302,24 @@ def train_step(run: RlRun, cfg: UpdateConfig, step: int, writer: Writer) -> dict
     elapsed = time.perf_counter() - started
     # CPU seconds beside wall seconds: on a shared machine the first says what a step costs, the second what it took
     values.update(lr=run.scheduler.get_last_lr()[0], step_s=elapsed, step_cpu_s=time.process_time() - cpu,
-                  update_s=elapsed - rollouts.seconds,
+                  update_s=elapsed - rollouts.seconds - push_s, push_s=push_s,
                   rollout_tokens_per_s=rollouts.tokens / max(rollouts.seconds, 1e-9))
     for source, source_scores in scores.by_source.items():
         given = [v for v in source_scores.values if v is not None]
         values[f"reward/{source}"] = sum(given) / len(given) if given else float("nan")
     return values
+
+
+def _sample(run: RlRun, batch: list[RolloutPrompt], step: int) -> Any:
+    """The rollouts of update ``step + 1``: from the vLLM server when there is one, else ``generate`` here."""
+    r = run.options.rollout
+    seed = derive_seed(run.options.seed, "rollout", step)
+    if run.sampler is not None:
+        return run.sampler.sample(batch, k=r.samples, max_new_tokens=r.max_new_tokens, temperature=r.temperature,
+                                  eos_ids=run.eos_ids, seed=seed, tokenizer=run.tokenizer)
+    with run.autocast():
+        return sample_rollouts(run.policy.lm, run.tokenizer, batch, k=r.samples, max_new_tokens=r.max_new_tokens,
+                               temperature=r.temperature, eos_ids=run.eos_ids, seed=seed, batch_size=r.batch_size)
 
 
 def _step_prompts(run: RlRun, step: int) -> list[RolloutPrompt]:

@@ -50,7 +50,7 @@ def write_rollouts(writer: Writer, *, run_id: str, step: int, rollouts: Rollouts
         writer.add("generations", {
             "key": key, "run_id": run_id, "kind": "chat", "stage": ROLLOUT_STAGE, "prompt_id": prompt.prompt_id,
             "messages": [dict(m) for m in prompt.messages], "prompt_text": None, "params": json.dumps(params),
-            "engine": "transformers", "model": model, "output": rollouts.texts[i], "choice_logprobs": None,
+            "engine": rollouts.extra.get("sampler", "transformers"), "model": model, "output": rollouts.texts[i], "choice_logprobs": None,
             "choice_method": None, "finish_reason": "stop" if rollouts.ended[i] else "length",
             "prompt_tokens": len(prompt.ids), "completion_tokens": len(rollouts.responses[i]),
             "latency_s": latency, "constitution_version": None, "created_at": now,
