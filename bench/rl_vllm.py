@@ -69,6 +69,26 @@ def start_server(model: Path, log_path: Path):
     return server
 
 
+def push_times(url: str, model: Path, work: Path, pushes: int = 3) -> dict[str, list[float]]:
+    """Seconds per push of SmolLM2's weights into the server: a LoRA adapter (r=16) and the full weights.
+
+    The weights pushed are the base model's (an untrained adapter, or the base itself), so the server keeps
+    sampling what it served before: this can run beside the arms.
+    """
+    from rlaif.train.models import load_causal_lm
+    from rlaif.train.options import LoraOptions
+    from rlaif.train.rl_vllm import VLLMRolloutSampler
+
+    out = {}
+    for kind in ("lora", "full"):
+        lm = load_causal_lm(model, lora=LoraOptions(r=16) if kind == "lora" else None)
+        sampler = VLLMRolloutSampler(url, work / f"push-{kind}", lora=kind == "lora")
+        out[kind] = [sampler.push(lm, i) for i in range(1, pushes + 1)]
+        sampler.close()
+        print(f"push {kind}: {out[kind]}", flush=True)
+    return out
+
+
 def markdown(results: dict[str, dict[str, float]], args: argparse.Namespace, before: str, after: str) -> str:
     import torch
 
@@ -111,6 +131,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=Path.home() / ".cache/rlaif/models/SmolLM2-135M-Instruct")
     parser.add_argument("--arms", default="generate/full,vllm/full,generate/lora,vllm/lora",
                         help="comma-separated engine/trained arms, run in this order")
+    parser.add_argument("--push-only", metavar="URL", help="only time pushes into the server at URL (weight updates "
+                        "on, serving --model)")
     parser.add_argument("--docs", type=Path, help="append the markdown section to this file")
     args = parser.parse_args()
 
@@ -122,6 +144,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     before = load()
     work = Path(tempfile.mkdtemp(prefix="rl-vllm-bench-"))
+    if args.push_only:
+        print(push_times(args.push_only, args.model, work), f"load before {before}, after {load()}")
+        return
     (work / "bench_rules.py").write_text(RULE, encoding="utf-8")
     os.chdir(work)
     results: dict[str, dict[str, float]] = {}
