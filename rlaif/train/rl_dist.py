@@ -15,7 +15,6 @@ The split, chosen so that N processes make exactly the update one process makes 
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -80,18 +79,3 @@ class Processes:
     def barrier(self) -> None:
         if self.world > 1:
             self.accelerator.wait_for_everyone()
-
-    def main_only(self) -> Any:
-        """A context where rank 0 works and the others wait for it at the end."""
-        return _MainOnly(self)
-
-
-class _MainOnly(contextlib.AbstractContextManager):
-    def __init__(self, processes: Processes):
-        self.processes = processes
-
-    def __enter__(self) -> bool:
-        return self.processes.main
-
-    def __exit__(self, *exc: Any) -> None:
-        self.processes.barrier()
