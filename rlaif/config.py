@@ -156,9 +156,27 @@ class Settings(BaseSettings, EngineSettings):
     serve_python: Path | None = Field(
         None, description="python of the environment that has vLLM for `rlaif serve` (default: auto-detect)"
     )
-    serve_dtype: Literal["auto", "bfloat16", "float32"] = Field(
-        "auto", description="dtype of vLLM (`rlaif serve`, engine vllm): auto | bfloat16 | float32; auto: bfloat16 "
-        "on CPUs with avx512_bf16, else float32; the model's own on GPU. Seeds are batch-independent in float32 only"
+    serve_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="dtype of vLLM (`rlaif serve`, engine vllm): auto | bfloat16 | float16 | float32; auto: "
+        "bfloat16 on CPUs with avx512_bf16, else float32; the model's own on GPU. Seeds are batch-independent in "
+        "float32 only"
+    )
+    serve_max_model_len: int = Field(
+        2048, ge=64, le=1_048_576, description="context length of vLLM (`rlaif serve`, engine vllm), in tokens"
+    )
+    serve_tensor_parallel: int = Field(
+        1, ge=1, le=64, description="GPUs one vLLM model is split over (tensor parallel size)"
+    )
+    serve_quantization: str | None = Field(
+        None, pattern=r"^[a-z0-9_]+$",
+        description="vLLM quantization method (fp8, awq, gptq, bitsandbytes, ...); default: none or the model's own",
+    )
+    serve_weight_updates: bool = Field(
+        False, description="let RL push its updates into `rlaif serve` (runtime LoRA loading and vLLM's weight "
+        "reload endpoints; loopback only)"
+    )
+    serve_gpu_memory: float | None = Field(
+        None, gt=0.0, le=1.0, description="fraction of GPU memory vLLM may take (default: vLLM's, 0.9); GPU only"
     )
     # Runs share one database by taking turns at the file (docs/storage.md); these say what a run does when
     # another process holds it past a normal turn (a long query, a notebook's open connection).

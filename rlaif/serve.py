@@ -8,11 +8,14 @@ rlaif; on CPU machines ``rlaif serve --setup`` builds ``<cache_dir>/venv-serve``
 The server flags are chosen from measurements on 2-core CPU machines (NOTES.md):
 
 - ``--enable-prefix-caching``: critique and judge prompts share long constitution prefixes, computed once.
+- ``serve_weight_updates``: runtime LoRA loading and the development-mode weight reload, for RL rollouts
+  (``rlaif.train.rl_vllm``); safe only because the server binds 127.0.0.1.
 - ``--generation-config vllm``: a model folder's ``generation_config.json`` would otherwise silently add its
   own sampling defaults (repetition penalty, top-k); each request's options are the whole story, as with the
   other engines.
-- the CPU flags and the dtype (the ``serve_dtype`` setting), which the in-process engine shares: they live in
-  ``rlaif.engines.vllm_options``.
+- the CPU flags, the dtype and the GPU settings (``serve_dtype``, ``serve_max_model_len``,
+  ``serve_tensor_parallel``, ``serve_quantization``, ``serve_gpu_memory``), which the in-process engine shares:
+  they live in ``rlaif.engines.vllm_options``.
 
 Only the standard library is imported at module level: the CLI imports this module to answer ``rlaif serve``.
 """
@@ -36,7 +39,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from rlaif.engines.vllm_options import CPU_KVCACHE_GIB, as_cli_flags, engine_options, resolve_dtype
+from rlaif.engines.vllm_options import (
+    CPU_KVCACHE_GIB,
+    WEIGHT_UPDATE_ENV,
+    as_cli_flags,
+    resolve_dtype,
+    settings_options,
+    weight_update_options,
+)
 from rlaif.errors import EngineError
 
 if TYPE_CHECKING:
@@ -183,7 +193,8 @@ def build_server_command(
     python = python or serve_python(settings)
     command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir)]
     command += ["--served-model-name", settings.model, "--host", HOST, "--port", str(port)]
-    command += [*as_cli_flags(engine_options(gpu=gpu, dtype=settings.serve_dtype)), "--disable-uvicorn-access-log"]
+    options = {**settings_options(settings, gpu=gpu), **weight_update_options(settings.serve_weight_updates)}
+    command += [*as_cli_flags(options), "--disable-uvicorn-access-log"]
     return command
 
 
@@ -194,6 +205,8 @@ def server_env(settings: Settings, *, gpu: bool) -> dict[str, str]:
     env = child_environment({"VLLM_CACHE_ROOT": str(Path(settings.cache_dir).expanduser() / "vllm")})
     if not gpu:
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)  # GiB; the default would take far more
+    if settings.serve_weight_updates:  # the RL trainer's pushes (rlaif.train.rl_vllm); the server is loopback-only
+        env.update(WEIGHT_UPDATE_ENV)
     return env
 
 

@@ -88,8 +88,8 @@ def test_auto_is_bfloat16_only_with_bfloat16_instructions_and_bad_values_are_ref
     assert cpu_dtype(frozenset({"avx512f", "avx512_bf16"})) == cpu_dtype(frozenset({"amx_bf16"})) == "bfloat16"
     assert resolve_dtype("auto", gpu=False) == cpu_dtype() and resolve_dtype("auto", gpu=True) is None
     assert engine_options(gpu=False, dtype="bfloat16")["dtype"] == "bfloat16"  # what VLLMEngine(dtype=...) passes
-    with pytest.raises(ValueError, match="one of auto, bfloat16, float32"):
-        resolve_dtype("float16", gpu=False)
+    with pytest.raises(ValueError, match="one of auto, bfloat16, float16, float32"):
+        resolve_dtype("fp16", gpu=False)
     monkeypatch.setenv("RLAIF_SERVE_DTYPE", "fp16")
     with pytest.raises(ConfigError, match="serve_dtype .from env RLAIF_SERVE_DTYPE.*'float32'"):
         load_settings()

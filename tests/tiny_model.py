@@ -65,8 +65,11 @@ def _train_tokenizer():
     )
 
 
-def make_tiny_model_dir(path: Path) -> Path:
-    """Build the tiny model folder at ``path`` (once: an existing build is reused) and return ``path``."""
+def make_tiny_model_dir(path: Path, *, heads: int = 4) -> Path:
+    """Build the tiny model folder at ``path`` (once: an existing build is reused) and return ``path``.
+
+    ``heads=2`` gives head size 32, the smallest vLLM's CPU attention runs (it refuses the default's 16).
+    """
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
@@ -80,8 +83,8 @@ def make_tiny_model_dir(path: Path) -> Path:
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=heads,
+        num_key_value_heads=max(1, heads // 2),
         max_position_embeddings=1024,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=eos,

@@ -35,14 +35,23 @@ SaveEvery = Annotated[Optional[int], typer.Option(help="Updates between resumabl
 MonitorEvery = Annotated[Optional[int], typer.Option(help="Updates between over-optimisation measurements.")]
 Seed = Annotated[Optional[int], typer.Option(help="Seed of rollouts, minibatches and the monitor.")]
 Judge = Annotated[bool, typer.Option(help="Track the judge's score (the eval role) in the over-optimisation monitor.")]
+RolloutUrl = Annotated[Optional[str], typer.Option(help="Sample rollouts on this vLLM server (http://host:port/v1; "
+                                                       "`rlaif serve` with serve_weight_updates=true), pushing each "
+                                                       "update to it. Default: generate in the trainer.")]
 
 
 def _rl(estimator: str, out: Path, model: Optional[str], rewards: list[str], prompts: Optional[str],
-        monitor_judge: bool, values: dict, judge: tuple[Optional[str], Optional[str]] = (None, None)) -> None:
+        monitor_judge: bool, values: dict, judge: tuple[Optional[str], Optional[str]] = (None, None),
+        rollout_url: Optional[str] = None) -> None:
     from rlaif.train.rl_runner import run_rl_command
+    from rlaif.train.runner import is_main_process
 
+    if rollout_url:
+        values["rollout"]["engine"] = "vllm"
     result = run_rl_command(judged_settings(*judge), estimator, out=out, model=model, rewards=rewards, options=values,
-                            prompts=prompts, monitor_judge=monitor_judge, log=echo)
+                            prompts=prompts, monitor_judge=monitor_judge, log=echo, rollout_url=rollout_url)
+    if not is_main_process():
+        return
     echo(f"model: {result.final_path}\nmetrics: rlaif sql \"SELECT step, name, value FROM train_metrics WHERE run_id = "
          f"'{result.run_id}' ORDER BY step, name\"\nmonitor: rlaif sql \"SELECT * FROM overopt_records WHERE run_id "
          f"= '{result.run_id}' ORDER BY step\"")
@@ -64,11 +73,12 @@ def train_ppo(out: Out, reward: Rewards, model: Model = None, prompts: Prompts =
               kl_coef: KlCoef = None, kl_target: KlTarget = None, epochs: Epochs = None,
               save_every: SaveEvery = None, monitor_every: MonitorEvery = None, seed: Seed = None,
               monitor_judge: Judge = True, judge_model: JudgeModel = None, judge_mode: JudgeMode = None,
-              report_to: ReportTo = None) -> None:
+              report_to: ReportTo = None, rollout_url: RolloutUrl = None) -> None:
     """PPO on the prompts: value head, frozen reference, adaptive per-token KL, GAE, clipped losses."""
     _rl("ppo", out, model, reward, prompts, monitor_judge,
         _values(max_steps, lr, batch_size, micro_batch_size, samples, max_new_tokens, temperature, kl_coef,
-                kl_target, epochs, save_every, monitor_every, seed, report_to=report_to), (judge_model, judge_mode))
+                kl_target, epochs, save_every, monitor_every, seed, report_to=report_to), (judge_model, judge_mode),
+        rollout_url)
 
 
 @train_app.command("grpo")
@@ -80,7 +90,7 @@ def train_grpo(out: Out, reward: Rewards, model: Model = None, prompts: Prompts 
                kl_coef: KlCoef = None, kl_target: KlTarget = None, epochs: Epochs = None,
                save_every: SaveEvery = None, monitor_every: MonitorEvery = None, seed: Seed = None,
                monitor_judge: Judge = True, judge_model: JudgeModel = None, judge_mode: JudgeMode = None,
-               report_to: ReportTo = None) -> None:
+               report_to: ReportTo = None, rollout_url: RolloutUrl = None) -> None:
     """Group-relative RL: K samples per prompt, the baseline from the group, no value model."""
     from rlaif.errors import ConfigError
 
@@ -88,7 +98,8 @@ def train_grpo(out: Out, reward: Rewards, model: Model = None, prompts: Prompts 
         raise ConfigError(f"--baseline must be grpo or rloo, got {baseline!r}")
     _rl(baseline, out, model, reward, prompts, monitor_judge,
         _values(max_steps, lr, batch_size, micro_batch_size, samples, max_new_tokens, temperature, kl_coef,
-                kl_target, epochs, save_every, monitor_every, seed, report_to=report_to), (judge_model, judge_mode))
+                kl_target, epochs, save_every, monitor_every, seed, report_to=report_to), (judge_model, judge_mode),
+        rollout_url)
 
 
 @app.command("best-of-n")

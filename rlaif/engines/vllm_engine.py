@@ -41,7 +41,7 @@ from rlaif.engines.base import (
 )
 from rlaif.engines.batching import BatchedEngine, MicroBatcher
 from rlaif.engines.openai_engine import TOP_LOGPROBS, choice_tail_logprob
-from rlaif.engines.vllm_options import CPU_KVCACHE_GIB, engine_options
+from rlaif.engines.vllm_options import CPU_KVCACHE_GIB, engine_options, settings_options
 from rlaif.environment import prepare_environment
 from rlaif.errors import EngineError
 
@@ -75,7 +75,7 @@ class VLLMEngine(BatchedEngine):
         cpu = current_platform.is_cpu()
         if cpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
-        options = {**engine_options(gpu=not cpu, dtype=dtype), "seed": seed, **(llm_options or {})}
+        options = llm_kwargs(gpu=not cpu, dtype=dtype, seed=seed, llm_options=llm_options)
         try:
             self._llm: Any = LLM(model=str(model_path), served_model_name=model_name, **options)
         except (OSError, ValueError) as exc:
@@ -95,12 +95,13 @@ class VLLMEngine(BatchedEngine):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> VLLMEngine:
-        """Build the engine from ``Settings`` (converting the embedded model on first use)."""
+        """Build the engine from ``Settings`` (converting the embedded model on first use), with the ``serve_*``
+        settings `rlaif serve` has too: dtype, context length, tensor parallel size, quantization, GPU memory."""
         from rlaif.models import resolve_model_path
 
-        return cls(
-            resolve_model_path(settings), model_name=settings.model, seed=settings.seed, dtype=settings.serve_dtype
-        )
+        gpu_settings = {k: v for k, v in settings_options(settings, gpu=True).items() if k != "dtype"}
+        return cls(resolve_model_path(settings), model_name=settings.model, seed=settings.seed,
+                   dtype=settings.serve_dtype, llm_options=gpu_settings)
 
     async def aclose(self) -> None:
         """Let a running batch finish, then stop vLLM's engine processes and free the model."""
@@ -224,6 +225,20 @@ class VLLMEngine(BatchedEngine):
         if self._llm is None:
             raise EngineError("the vllm engine is closed")
         return self._llm
+
+
+def llm_kwargs(*, gpu: bool, dtype: str, seed: int, llm_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The keyword arguments of ``vllm.LLM``: the shared engine options, the seed, then ``llm_options`` over them.
+
+    ``llm_options`` holds the settings' values (``from_settings``); on a CPU the GPU-only fraction is dropped and
+    the batched-token budget follows the context length, as in ``engine_options``.
+    """
+    given = dict(llm_options or {})
+    if not gpu:
+        given.pop("gpu_memory_utilization", None)
+        if "max_model_len" in given:
+            given["max_num_batched_tokens"] = given["max_model_len"]
+    return {**engine_options(gpu=gpu, dtype=dtype), "seed": seed, **given}
 
 
 def _sampling(params: SamplingParams) -> Any:

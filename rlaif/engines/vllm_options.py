@@ -8,6 +8,11 @@ The CPU flags come from measurements on 2-core machines (NOTES.md, docs/benchmar
   in one step avoid it.
 - ``dtype``: the ``serve_dtype`` setting, resolved by ``resolve_dtype``.
 
+The settings a GPU user sets (``serve_max_model_len``, ``serve_tensor_parallel``, ``serve_quantization``,
+``serve_gpu_memory``; ``settings_options`` reads them) are passed only where they differ from vLLM's own
+default, so the command line shows what was chosen and nothing else. On CPU the batched-token budget follows
+the context length (a whole prompt must fit one step, see above).
+
 Only the standard library is imported: this module also runs inside the serving environment, where the
 in-process engine and the benchmarks import it with nothing of rlaif's dependencies installed.
 """
@@ -19,7 +24,10 @@ from typing import Any
 
 MAX_MODEL_LEN = 2048  # every prompt and reply of the pipeline fits; bounds the KV memory per sequence
 CPU_KVCACHE_GIB = "2"  # VLLM_CPU_KVCACHE_SPACE; vLLM's own default would take far more of a shared machine
-DTYPES = ("auto", "bfloat16", "float32")  # the values of the serve_dtype setting
+# With weight updates on (RL rollouts, rlaif.train.rl_vllm): adapters up to this rank, the newest two loaded at once.
+MAX_LORA_RANK, MAX_LORAS = 64, 2
+WEIGHT_UPDATE_ENV = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_SERVER_DEV_MODE": "1"}
+DTYPES = ("auto", "bfloat16", "float16", "float32")  # the values of the serve_dtype setting
 
 
 # CPU flags with which vLLM-CPU's bfloat16 kernels have bfloat16 instructions to run on (AVX512_BF16; AMX_BF16
@@ -65,19 +73,43 @@ def resolve_dtype(setting: str = "auto", *, gpu: bool) -> str | None:
     return None if gpu else cpu_dtype()
 
 
-def engine_options(*, gpu: bool, dtype: str = "auto") -> dict[str, Any]:
-    """vLLM engine arguments shared by the server and the in-process engine (keyword names of ``vllm.LLM``)."""
+def engine_options(*, gpu: bool, dtype: str = "auto", max_model_len: int = MAX_MODEL_LEN,
+                   tensor_parallel_size: int = 1, quantization: str | None = None,
+                   gpu_memory_utilization: float | None = None) -> dict[str, Any]:
+    """vLLM engine arguments shared by the server and the in-process engine (keyword names of ``vllm.LLM``).
+
+    ``gpu_memory_utilization`` is a GPU's alone: on CPU the KV cache is ``VLLM_CPU_KVCACHE_SPACE`` instead.
+    """
     options: dict[str, Any] = {
-        "max_model_len": MAX_MODEL_LEN,
+        "max_model_len": max_model_len,
         "enable_prefix_caching": True,
         "generation_config": "vllm",
     }
     resolved = resolve_dtype(dtype, gpu=gpu)
     if resolved is not None:
         options["dtype"] = resolved
+    if tensor_parallel_size != 1:
+        options["tensor_parallel_size"] = tensor_parallel_size
+    if quantization:
+        options["quantization"] = quantization
+    if gpu and gpu_memory_utilization is not None:
+        options["gpu_memory_utilization"] = gpu_memory_utilization
     if not gpu:
-        options.update(enforce_eager=True, enable_chunked_prefill=False, max_num_batched_tokens=MAX_MODEL_LEN)
+        options.update(enforce_eager=True, enable_chunked_prefill=False, max_num_batched_tokens=max_model_len)
     return options
+
+
+def settings_options(settings: Any, *, gpu: bool) -> dict[str, Any]:
+    """``engine_options`` for the ``serve_*`` settings of ``settings`` (a ``rlaif.config.Settings``)."""
+    return engine_options(gpu=gpu, dtype=settings.serve_dtype, max_model_len=settings.serve_max_model_len,
+                          tensor_parallel_size=settings.serve_tensor_parallel,
+                          quantization=settings.serve_quantization,
+                          gpu_memory_utilization=settings.serve_gpu_memory)
+
+
+def weight_update_options(enabled: bool) -> dict[str, Any]:
+    """Server arguments that let a trainer load LoRA adapters into it (``serve_weight_updates``)."""
+    return {"enable_lora": True, "max_lora_rank": MAX_LORA_RANK, "max_loras": MAX_LORAS} if enabled else {}
 
 
 def as_cli_flags(options: dict[str, Any]) -> list[str]:

@@ -22,8 +22,13 @@ the options (the rewards included) and the prompts read, its metrics go to ``tra
 run resumes from its last checkpoint: rollouts and minibatch orders are seeded per step, so the resumed run goes
 on exactly as one that was never stopped. The final model is a servable folder like every trainer's.
 
-One process: the trainer does not run under DDP (rollouts would need gathering); a GPU is used when present,
-with bf16 autocast over fp32 weights and a bf16 reference (untested here: no GPU on these machines).
+Rollouts come from ``generate`` in this process (``rollout``) or, with ``rollout.engine = "vllm"``, from a vLLM
+server that each update is pushed to (``rl_vllm``; the log-probs of the loss are recomputed here either way).
+
+One process, or several under ``accelerate launch`` (``rl_dist``: rank 0 samples, scores and writes; every
+process prepares the whole batch; the gradient passes are sharded under DDP), with the loss of one process on
+the same global batch. A GPU is used when present, with bf16 autocast over fp32 weights and a bf16 reference
+(untested here: no GPU on these machines).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from rlaif.train.models import (
     select_precision,
 )
 from rlaif.train.rewards import CombinedReward, RewardBatch, RewardSource
+from rlaif.train.rl_dist import Processes
 from rlaif.train.rl_math import AdaptiveKLController
 from rlaif.train.rl_model import PolicyValue
 from rlaif.train.rl_options import RlOptions
@@ -93,6 +99,9 @@ class RlRun:
     reward: CombinedReward
     prompts: list[RolloutPrompt]
     log: Callable[[str], None]
+    sampler: Any = None  # a VLLMRolloutSampler when rollouts come from a vLLM server, else None (generate)
+    procs: Any = None  # rl_dist.Processes
+    model: Any = None  # what the gradient passes run through: DDP over ``policy`` on several processes
 
     def autocast(self) -> Any:
         if self.precision == "bf16":
@@ -103,48 +112,78 @@ class RlRun:
 def run_rl(store: Any, *, options: RlOptions, reward: CombinedReward, base_model: str, base_path: Path,
            out_dir: Path, device: str = "auto", judge: RewardSource | None = None,
            prompt_rows: Sequence[dict] | None = None, log: Callable[[str], None] = print,
-           prefect_flow_run_id: str | None = None) -> RlResult:
+           prefect_flow_run_id: str | None = None, rollout_url: str | None = None) -> RlResult:
     """Train ``base_path`` with ``options.estimator``; see the module docstring.
 
     ``prompt_rows`` (``key``, ``prompt_id``, ``messages``, ``split``) are the prompts to train on and hold out;
     by default every prompt of the store. ``judge`` is the monitor's judge (None: no judge score is tracked).
+    ``rollout_url`` is the vLLM server (``http://host:port/v1``) of ``rollout.engine = "vllm"``; it serves
+    ``base_path``'s model. It is not part of the run's identity: a resumed run may sample on another server.
     """
-    store.migrate()
+    if options.rollout.engine == "vllm" and not rollout_url:
+        raise ConfigError("rollout engine vllm needs the server's URL (--rollout-url http://127.0.0.1:8000/v1)")
     torch_device = select_device(device)
     precision = select_precision(torch_device, options.precision)
+    procs = Processes.start(torch_device, precision)
+    log = log if procs.main else (lambda _: None)
     tokenizer = load_tokenizer(base_path)
     eos = end_of_turn_ids(base_path, tokenizer)
-    rows = list(prompt_rows) if prompt_rows is not None else read_prompt_rows(store)
+    rows = procs.on_main(lambda: _read_rows(store, prompt_rows))
     train_rows, eval_rows = by_split(rows)
     prompts = rollout_prompts(train_rows, tokenizer, options)
     heldout = rollout_prompts(eval_rows, tokenizer, options)[: options.monitor_prompts]
     if len(prompts) < options.prompts_per_step:
         raise ConfigError(f"{len(prompts)} training prompts fit max_length {options.max_length}, fewer than the "
                           f"{options.prompts_per_step} an update needs (batch_size / rollout.samples)")
+    if options.batch_size % (options.update.minibatches * procs.world):
+        raise ConfigError(f"batch_size {options.batch_size} is not a multiple of update.minibatches "
+                          f"{options.update.minibatches} x {procs.world} processes")
     total = options.max_steps or options.epochs * -(-len(prompts) // options.prompts_per_step)
     spec = tracking.RunSpec(options.estimator, options, base_model, "prompts",
                             dataset_version(r["key"] for r in rows), len(train_rows), len(eval_rows),
-                            Path(out_dir).resolve(), 1, torch_device.type, precision, total, prefect_flow_run_id)
-    start = tracking.open_run(store, spec)
+                            Path(out_dir).resolve(), procs.world, torch_device.type, precision, total,
+                            prefect_flow_run_id)
+    start = procs.on_main(lambda: tracking.open_run(store, spec))
     if start.completed:
         log(f"run {start.run_id} already completed; its model is at {start.final_path}")
         return RlResult(start.run_id, options.estimator, start.final_path, total, already_done=True)
     log(f"{options.estimator} run {start.run_id}: {len(prompts)} prompts, {total} steps of {options.batch_size} "
-        f"rollouts, reward {reward.source}, {torch_device.type} {precision}"
+        f"rollouts, reward {reward.source}, {procs.world} process(es), {torch_device.type} {precision}"
         + (f", resuming at step {start.resume_step}" if start.resume_from else ""))
-    with tracking.run_lock(spec.out_dir):
-        tracking.clear_staging(spec.out_dir)
+    with tracking.run_lock(spec.out_dir) if procs.main else contextlib.nullcontext():
+        if procs.main:
+            tracking.clear_staging(spec.out_dir)
         try:
             run = _build(store, options, start.run_id, spec.out_dir, torch_device, precision, tokenizer, eos,
                          base_path, reward, prompts, total, log)
-            step = _resume(run, start) if start.resume_from else 0
-            forget_after(store, run.run_id, step)
-            monitor = _monitor(run, heldout, judge)
-            final = _train(run, monitor, step, total, base_model)
+            run.procs, run.model = procs, procs.wrap(run.policy)
+            final = _fit(run, start, heldout, judge, rollout_url, total, base_model)
         except BaseException as exc:
-            tracking.finish_run(store, start.run_id, "failed", error=f"{type(exc).__name__}: {exc}"[:500])
+            if procs.main:
+                tracking.finish_run(store, start.run_id, "failed", error=f"{type(exc).__name__}: {exc}"[:500])
             raise
     return RlResult(start.run_id, options.estimator, str(final), total)
+
+
+def _read_rows(store: Any, given: Sequence[dict] | None) -> list[dict]:
+    store.migrate()
+    return list(given) if given is not None else read_prompt_rows(store)
+
+
+def _fit(run: RlRun, start: tracking.RunStart, heldout: list[RolloutPrompt], judge: RewardSource | None,
+         rollout_url: str | None, total: int, base_model: str) -> Path:
+    """Resume if there is a checkpoint, then train; rank 0 also monitors, samples on vLLM and writes."""
+    step = _resume(run, start) if start.resume_from else 0
+    main = run.procs.main
+    if main:
+        forget_after(run.store, run.run_id, step)
+    monitor = _monitor(run, heldout, judge) if main else None
+    run.sampler = _vllm_sampler(run, rollout_url, step) if main and run.options.rollout.engine == "vllm" else None
+    try:
+        return _train(run, monitor, step, total, base_model)
+    finally:
+        if run.sampler is not None:
+            run.sampler.close()
 
 
 def rollout_prompts(rows: Sequence[dict], tokenizer: Any, options: RlOptions) -> list[RolloutPrompt]:
@@ -172,6 +211,17 @@ def _build(store: Any, options: RlOptions, run_id: str, out_dir: Path, device: t
     controller = AdaptiveKLController(options.kl.coef, options.kl.target, options.kl.horizon)
     return RlRun(options, store, run_id, out_dir, device, precision, tokenizer, eos, policy, reference, optimizer,
                  scheduler, controller, reward, prompts, log)
+
+
+def _vllm_sampler(run: RlRun, url: str | None, step: int) -> Any:
+    """The vLLM sampler, holding the policy's current weights (those of a resumed checkpoint too)."""
+    from rlaif.train.rl_vllm import VLLMRolloutSampler
+
+    sampler = VLLMRolloutSampler(str(url), run.out_dir / "rollout-weights", lora=run.options.lora is not None)
+    seconds = sampler.push(run.policy.lm, step)
+    run.log(f"rollouts from {sampler.url} ({'LoRA adapters' if sampler.lora else 'full weights'} pushed each "
+            f"update; first push {seconds:.1f} s)")
+    return sampler
 
 
 def _lr_factor(options: RlOptions, total: int) -> Callable[[int], float]:
@@ -214,18 +264,22 @@ def _monitor(run: RlRun, heldout: list[RolloutPrompt], judge: RewardSource | Non
 
 def _train(run: RlRun, monitor: Any, first: int, total: int, base_model: str) -> Path:
     options = run.options
-    writer = Writer(run.store, max_rows=4096, max_age_s=5.0)
-    trackers = tracking.open_trackers(options.report_to, run.out_dir, run.run_id, options)
-    metrics = tracking.MetricsLog(run.store, run.run_id, trackers=trackers)
+    main = run.procs.main
+    writer = Writer(run.store, max_rows=4096, max_age_s=5.0) if main else None
+    trackers = tracking.open_trackers(options.report_to, run.out_dir, run.run_id, options) if main else []
+    metrics = tracking.MetricsLog(run.store, run.run_id, trackers=trackers) if main else None
     cfg = update_config(options)
     # The judge reward and the monitor's judge record their engine calls in this writer, stored with the rollouts.
-    with run.reward.recorded_in(writer, run.run_id, monitor.judge if monitor is not None else None):
+    recording = (run.reward.recorded_in(writer, run.run_id, monitor.judge if monitor is not None else None)
+                 if main else contextlib.nullcontext())
+    with recording:
         if monitor is not None and first == 0:
             with run.autocast():
                 monitor.measure(0, run.policy, run.reference)
         for step in range(first, total):
             values = train_step(run, cfg, step, writer)
-            metrics.log(step + 1, values)
+            if metrics is not None:
+                metrics.log(step + 1, values)
             done = step + 1
             if done % 10 == 0 or done == total or done == first + 1:
                 run.log(f"step {done}/{total}: reward {values['reward']:.4g}, kl {values['kl']:.4g}, "
@@ -234,14 +288,17 @@ def _train(run: RlRun, monitor: Any, first: int, total: int, base_model: str) ->
                 with run.autocast():
                     monitor.measure(done, run.policy, run.reference)
             if options.save_every and done % options.save_every == 0 and done < total:
-                writer.flush()
-                metrics.flush()
-                save_checkpoint(run, done, total)
+                if main:
+                    writer.flush()
+                    metrics.flush()
+                    save_checkpoint(run, done, total)
+                run.procs.barrier()
         if monitor is not None:
             with run.autocast():
                 monitor.measure(total, run.policy, run.reference)
-    writer.close()
-    metrics.close()
+    if main:
+        writer.close()
+        metrics.close()
     return _save_final(run, total, base_model)
 
 
@@ -252,43 +309,59 @@ def update_config(options: RlOptions) -> UpdateConfig:
                         options.eos_penalty, options.max_grad_norm)
 
 
-def train_step(run: RlRun, cfg: UpdateConfig, step: int, writer: Writer) -> dict[str, float]:
-    """Rollouts, rewards, one update and the KL controller: step ``step + 1`` of the run."""
+def train_step(run: RlRun, cfg: UpdateConfig, step: int, writer: Writer | None) -> dict[str, float]:
+    """Rollouts, rewards, one update and the KL controller: step ``step + 1`` of the run.
+
+    Rank 0 samples and scores, every process gets the rollouts and their total scores (``rl_dist``).
+    """
     started, cpu = time.perf_counter(), time.process_time()
     options = run.options
-    batch = _step_prompts(run, step)
-    with run.autocast():
-        rollouts = sample_rollouts(run.policy.lm, run.tokenizer, batch, k=options.rollout.samples,
-                                   max_new_tokens=options.rollout.max_new_tokens,
-                                   temperature=options.rollout.temperature, eos_ids=run.eos_ids,
-                                   seed=derive_seed(options.seed, "rollout", step),
-                                   batch_size=options.rollout.batch_size)
-    prompts = [rollouts.prompt_of(i) for i in range(len(rollouts))]
-    scores = run.reward.score(RewardBatch([p.messages for p in prompts], rollouts.texts,
-                                          [p.prompt_id for p in prompts], rollouts.ended))
+    main = run.procs.main
+    rollouts = scores = None
+    if main:
+        rollouts = _sample(run, _step_prompts(run, step), step)
+        prompts = [rollouts.prompt_of(i) for i in range(len(rollouts))]
+        scores = run.reward.score(RewardBatch([p.messages for p in prompts], rollouts.texts,
+                                              [p.prompt_id for p in prompts], rollouts.ended))
+    rollouts, total = run.procs.broadcast((rollouts, scores.total if scores is not None else None))
     beta = run.controller.beta
     generator = torch.Generator().manual_seed(derive_seed(options.seed, "minibatch", step))
     with run.autocast():
-        prep = prepare(run.policy, run.reference, rollouts, scores.total, cfg, beta, run.tokenizer.pad_token_id,
+        prep = prepare(run.policy, run.reference, rollouts, total, cfg, beta, run.tokenizer.pad_token_id,
                        run.device)
-        update = optimise(run.policy, run.optimizer, prep, cfg, beta, generator)
+        update = optimise(run.model, run.optimizer, prep, cfg, beta, generator, shard=run.procs.shard(run.model))
     run.scheduler.step()
     run.controller.update(float(prep.seq_kl.mean()), len(rollouts))
-    keys = rollout_keys(run.run_id, step + 1, rollouts)
-    write_rollouts(writer, run_id=run.run_id, step=step + 1, rollouts=rollouts, keys=keys, rewards=scores,
-                   penalised=prep.penalised.tolist(), kl=prep.seq_kl.tolist(), advantages=prep.seq_advantage.tolist(),
-                   sampling={"temperature": options.rollout.temperature, "top_p": 1.0, "top_k": 0,
-                             "max_tokens": options.rollout.max_new_tokens})
+    push_s = run.sampler.push(run.policy.lm, step + 1) if run.sampler is not None else 0.0  # before step + 2 samples
+    if main:
+        write_rollouts(writer, run_id=run.run_id, step=step + 1, rollouts=rollouts,
+                       keys=rollout_keys(run.run_id, step + 1, rollouts), rewards=scores,
+                       penalised=prep.penalised.tolist(), kl=prep.seq_kl.tolist(),
+                       advantages=prep.seq_advantage.tolist(),
+                       sampling={"temperature": options.rollout.temperature, "top_p": 1.0, "top_k": 0,
+                                 "max_tokens": options.rollout.max_new_tokens})
     values = step_metrics(prep, rollouts, update, beta)
     elapsed = time.perf_counter() - started
     # CPU seconds beside wall seconds: on a shared machine the first says what a step costs, the second what it took
     values.update(lr=run.scheduler.get_last_lr()[0], step_s=elapsed, step_cpu_s=time.process_time() - cpu,
-                  update_s=elapsed - rollouts.seconds,
+                  update_s=elapsed - rollouts.seconds - push_s, push_s=push_s,
                   rollout_tokens_per_s=rollouts.tokens / max(rollouts.seconds, 1e-9))
-    for source, source_scores in scores.by_source.items():
+    for source, source_scores in (scores.by_source if scores is not None else {}).items():
         given = [v for v in source_scores.values if v is not None]
         values[f"reward/{source}"] = sum(given) / len(given) if given else float("nan")
     return values
+
+
+def _sample(run: RlRun, batch: list[RolloutPrompt], step: int) -> Any:
+    """The rollouts of update ``step + 1``: from the vLLM server when there is one, else ``generate`` here."""
+    r = run.options.rollout
+    seed = derive_seed(run.options.seed, "rollout", step)
+    if run.sampler is not None:
+        return run.sampler.sample(batch, k=r.samples, max_new_tokens=r.max_new_tokens, temperature=r.temperature,
+                                  eos_ids=run.eos_ids, seed=seed, tokenizer=run.tokenizer)
+    with run.autocast():
+        return sample_rollouts(run.policy.lm, run.tokenizer, batch, k=r.samples, max_new_tokens=r.max_new_tokens,
+                               temperature=r.temperature, eos_ids=run.eos_ids, seed=seed, batch_size=r.batch_size)
 
 
 def _step_prompts(run: RlRun, step: int) -> list[RolloutPrompt]:
@@ -332,6 +405,9 @@ def _resume(run: RlRun, start: tracking.RunStart) -> int:
 
 
 def _save_final(run: RlRun, total: int, base_model: str) -> Path:
+    if not run.procs.main:
+        run.procs.barrier()  # rank 0 writes the folder and the rows
+        return run.out_dir / tracking.FINAL
     meta = {"kind": run.options.estimator, "run_id": run.run_id, "step": total, "base_model": base_model,
             "options": run.options.model_dump(mode="json")}
     final = save_model_folder(run.policy.lm, run.tokenizer, run.out_dir / tracking.FINAL, meta=meta)
@@ -342,4 +418,5 @@ def _save_final(run: RlRun, total: int, base_model: str) -> Path:
 
     write_model_card(run.store, final)
     run.log(f"saved {final}")
+    run.procs.barrier()
     return final

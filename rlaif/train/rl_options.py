@@ -30,6 +30,9 @@ class RolloutOptions(BaseModel):
     max_new_tokens: int = Field(64, ge=1, le=8192, description="tokens per response; longer ones are cut")
     temperature: float = Field(0.7, gt=0.0, le=2.0, description="sampling temperature; log-probs use the same")
     batch_size: int = Field(16, ge=1, le=4096, description="sequences per generate call")
+    engine: Literal["generate", "vllm"] = Field(
+        "generate", description="who samples: generate (transformers, in the trainer) | vllm (a vLLM server the "
+        "trainer pushes each update to; rlaif.train.rl_vllm)")
 
 
 class UpdateOptions(BaseModel):

@@ -44,13 +44,14 @@ def write_rollouts(writer: Writer, *, run_id: str, step: int, rollouts: Rollouts
     now = utcnow()
     latency = rollouts.seconds / max(1, len(rollouts))
     model = policy_name(run_id, step - 1)
+    engine = rollouts.extra.get("sampler", "transformers")  # vllm when a server sampled them
     for i, key in enumerate(keys):
         prompt = rollouts.prompt_of(i)
         params = {**sampling, "step": step, "sample": rollouts.sample_of(i)}
         writer.add("generations", {
             "key": key, "run_id": run_id, "kind": "chat", "stage": ROLLOUT_STAGE, "prompt_id": prompt.prompt_id,
             "messages": [dict(m) for m in prompt.messages], "prompt_text": None, "params": json.dumps(params),
-            "engine": "transformers", "model": model, "output": rollouts.texts[i], "choice_logprobs": None,
+            "engine": engine, "model": model, "output": rollouts.texts[i], "choice_logprobs": None,
             "choice_method": None, "finish_reason": "stop" if rollouts.ended[i] else "length",
             "prompt_tokens": len(prompt.ids), "completion_tokens": len(rollouts.responses[i]),
             "latency_s": latency, "constitution_version": None, "created_at": now,

@@ -91,25 +91,47 @@ def build_rewards(settings: Settings, specs: Sequence[RewardSpec], judge: Callab
 
 def run_rl_command(settings: Settings, estimator: str, *, out: Path, model: str | None, rewards: Sequence[str],
                    options: dict[str, Any], prompts: str | None = None, constitution: str = "harmless",
-                   monitor_judge: bool = True, log: Callable[[str], None] = print) -> Any:
-    """``rlaif train ppo|grpo``: validate, build the rewards, train; returns ``rlaif.train.rl.RlResult``."""
-    from rlaif.runner import open_store
+                   monitor_judge: bool = True, log: Callable[[str], None] = print,
+                   rollout_url: str | None = None) -> Any:
+    """``rlaif train ppo|grpo``: validate, build the rewards, train; returns ``rlaif.train.rl.RlResult``.
+
+    Under ``accelerate launch`` only rank 0 opens the database and builds the rewards (it alone samples and
+    scores, ``rlaif.train.rl_dist``); the others get a store they never touch and the reward's name only.
+    """
+    from rlaif.store import Store
     from rlaif.train.models import base_model_path
     from rlaif.train.options import parse_options
     from rlaif.train.rl import run_rl
     from rlaif.train.rl_options import RlOptions
+    from rlaif.train.runner import is_main_process
 
     specs = resolve_specs(rewards)
     opts = parse_options(RlOptions, {**nested_options(options), "estimator": estimator,
                                      "rewards": tuple(str(s) for s in specs)})
     base_model = model or settings.policy.model
     base_path = base_model_path(base_model, settings.cache_dir)
+    if not is_main_process():
+        return run_rl(Store(settings.db), options=opts, reward=_Unscored(" + ".join(map(str, specs))),
+                      base_model=base_model, base_path=base_path, out_dir=out, device=settings.device, log=log,
+                      rollout_url=rollout_url)
+    from rlaif.runner import open_store
+
     store = open_store(settings)
     rows = prompt_rows(settings, store, prompts)
     reward = build_rewards(settings, specs, judge_factory(settings, constitution))
     monitor = _monitor_judge(settings, constitution, reward) if monitor_judge and opts.monitor_prompts else None
     return run_rl(store, options=opts, reward=reward, base_model=base_model, base_path=base_path, out_dir=out,
-                  device=settings.device, judge=monitor, prompt_rows=rows, log=log)
+                  device=settings.device, judge=monitor, prompt_rows=rows, log=log, rollout_url=rollout_url)
+
+
+class _Unscored:
+    """The reward as a process other than rank 0 holds it: a name; rank 0 scores and broadcasts the totals."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def score(self, batch: Any) -> Any:
+        raise RuntimeError("only rank 0 scores rollouts")
 
 
 def _monitor_judge(settings: Settings, constitution: str, reward: CombinedReward) -> RewardSource:

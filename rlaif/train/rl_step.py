@@ -15,14 +15,19 @@
 Both group-relative estimators reuse PPO's clipped ratio, so several epochs over one batch stay near the policy
 that sampled it; with one epoch and one minibatch the ratio is 1 and the loss is the plain policy gradient.
 
+On several processes (``Shard``) every process holds the whole batch and its prepared tensors, takes every
+``world``-th row of each minibatch, and scales its loss by ``world`` over the minibatch's *global* token count;
+DDP averages the gradients, so each step is the one-process step up to the order of float sums.
+
 Changed from the papers: every loss is a token-level mean over the minibatch (N+ details' reduction; DAPO and
 Dr. GRPO argue GRPO's per-sequence mean favours short answers); GRPO's KL coefficient may be adaptive too.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -49,6 +54,20 @@ class UpdateConfig:
     whiten: bool
     eos_penalty: float
     max_grad_norm: float
+
+
+def _no_reduce(stats: dict[str, float]) -> dict[str, float]:
+    return stats
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's place among ``world`` (one process: rank 0 of 1, nothing to synchronise)."""
+
+    rank: int = 0
+    world: int = 1
+    no_sync: Callable[[], Any] = contextlib.nullcontext  # DDP's no_sync: skip the all-reduce of a micro-batch
+    reduce: Callable[[dict[str, float]], dict[str, float]] = field(default=_no_reduce)  # sums over processes
 
 
 @dataclass
@@ -139,9 +158,11 @@ def prepare(policy: PolicyValue, reference: Any, rollouts: Rollouts, scores: lis
 
 
 def optimise(policy: PolicyValue, optimizer: Any, prep: Prepared, cfg: UpdateConfig, beta: float,
-             generator: torch.Generator, backward: Callable[[torch.Tensor], None] | None = None) -> dict[str, float]:
+             generator: torch.Generator, backward: Callable[[torch.Tensor], None] | None = None,
+             shard: Shard | None = None) -> dict[str, float]:
     """``cfg.epochs`` passes over the batch in ``cfg.minibatches`` shuffled minibatches, one optimizer step each."""
     backward = backward or (lambda loss: loss.backward())
+    shard = shard or Shard()
     n = prep.batch.mask.shape[0]
     size = max(1, n // cfg.minibatches)
     sums: dict[str, float] = {}
@@ -149,7 +170,7 @@ def optimise(policy: PolicyValue, optimizer: Any, prep: Prepared, cfg: UpdateCon
     for _ in range(cfg.epochs):
         order = torch.randperm(n, generator=generator).tolist()
         for start in range(0, n - size + 1, size):
-            stats = _minibatch(policy, optimizer, prep, order[start : start + size], cfg, beta, backward)
+            stats = _minibatch(policy, optimizer, prep, order[start : start + size], cfg, beta, backward, shard)
             for name, value in stats.items():
                 sums[name] = sums.get(name, 0.0) + value
             updates += 1
@@ -157,38 +178,53 @@ def optimise(policy: PolicyValue, optimizer: Any, prep: Prepared, cfg: UpdateCon
 
 
 def _minibatch(policy: PolicyValue, optimizer: Any, prep: Prepared, rows: list[int], cfg: UpdateConfig,
-               beta: float, backward: Callable[[torch.Tensor], None]) -> dict[str, float]:
-    """One optimizer step over ``rows``, in micro-batches whose losses add up to the minibatch's token mean."""
-    estimator = ESTIMATORS[cfg.estimator]
+               beta: float, backward: Callable[[torch.Tensor], None], shard: Shard) -> dict[str, float]:
+    """One optimizer step over ``rows``, in micro-batches whose losses add up to the minibatch's token mean.
+
+    ``rows`` is the global minibatch; this process takes its share (``Shard``), normalised by the global tokens.
+    """
     tokens = float(prep.batch.mask[rows].sum().clamp(min=1))
+    mine = rows[shard.rank :: shard.world]
+    parts = [mine[i : i + cfg.micro_batch_size] for i in range(0, len(mine), cfg.micro_batch_size)]
     totals: dict[str, float] = {}  # the statistics this estimator has (no value loss without a value head)
-    for part in [rows[i : i + cfg.micro_batch_size] for i in range(0, len(rows), cfg.micro_batch_size)]:
-        idx = torch.tensor(part, device=prep.batch.mask.device)
-        mask = prep.batch.mask[idx]
-        out = _forward(policy, _select(prep.batch, idx), cfg.temperature)
-        pg, clipped = M.clipped_policy_loss(out.logp, prep.old_logp[idx], prep.advantages[idx], cfg.clip)
-        loss = M.masked_sum(pg, mask)
-        log_ratio = out.logp - prep.old_logp[idx]
-        stats = {"policy_loss": loss, "clip_frac": M.masked_sum(clipped, mask),
-                 "approx_kl": M.masked_sum(torch.exp(log_ratio) - 1 - log_ratio, mask)}  # k3 of old vs new
-        if estimator.value_head:
-            vf, vclipped = M.clipped_value_loss(out.values, prep.old_values[idx], prep.returns[idx], cfg.vf_clip)
-            stats["value_loss"] = M.masked_sum(vf, mask)
-            stats["vf_clip_frac"] = M.masked_sum(vclipped, mask)
-            loss = loss + cfg.vf_coef * stats["value_loss"]
-        if estimator.kl_in == "loss":
-            kl = M.KL_ESTIMATORS[estimator.kl_estimator](out.logp, prep.ref_logp[idx])
-            stats["kl_loss"] = M.masked_sum(kl, mask)
-            loss = loss + beta * stats["kl_loss"]
-        backward(loss / tokens)
+    for k, part in enumerate(parts):
+        # DDP all-reduces once per step, after the last micro-batch; no_sync must cover the forward pass too
+        with contextlib.nullcontext() if k == len(parts) - 1 else shard.no_sync():
+            loss, stats = _micro_loss(policy, prep, part, cfg, beta)
+            backward(loss * shard.world / tokens)  # DDP averages over the processes; the world undoes that
         for name, value in stats.items():
             totals[name] = totals.get(name, 0.0) + float(value.detach()) / tokens
+    totals = shard.reduce(totals)
     params = [p for p in policy.parameters() if p.requires_grad]
     limit = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
     totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, limit))
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return totals
+
+
+def _micro_loss(policy: PolicyValue, prep: Prepared, part: list[int], cfg: UpdateConfig,
+                beta: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The summed (not yet averaged) loss of rows ``part`` and its statistics."""
+    estimator = ESTIMATORS[cfg.estimator]
+    idx = torch.tensor(part, device=prep.batch.mask.device)
+    mask = prep.batch.mask[idx]
+    out = _forward(policy, _select(prep.batch, idx), cfg.temperature)
+    pg, clipped = M.clipped_policy_loss(out.logp, prep.old_logp[idx], prep.advantages[idx], cfg.clip)
+    loss = M.masked_sum(pg, mask)
+    log_ratio = out.logp - prep.old_logp[idx]
+    stats = {"policy_loss": loss, "clip_frac": M.masked_sum(clipped, mask),
+             "approx_kl": M.masked_sum(torch.exp(log_ratio) - 1 - log_ratio, mask)}  # k3 of old vs new
+    if estimator.value_head:
+        vf, vclipped = M.clipped_value_loss(out.values, prep.old_values[idx], prep.returns[idx], cfg.vf_clip)
+        stats["value_loss"] = M.masked_sum(vf, mask)
+        stats["vf_clip_frac"] = M.masked_sum(vclipped, mask)
+        loss = loss + cfg.vf_coef * stats["value_loss"]
+    if estimator.kl_in == "loss":
+        kl = M.KL_ESTIMATORS[estimator.kl_estimator](out.logp, prep.ref_logp[idx])
+        stats["kl_loss"] = M.masked_sum(kl, mask)
+        loss = loss + beta * stats["kl_loss"]
+    return loss, stats
 
 
 def _forward(policy: PolicyValue, batch: ResponseBatch, temperature: float):

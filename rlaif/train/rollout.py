@@ -1,7 +1,8 @@
 """Rollouts: responses sampled from the policy's current weights, in the training process itself.
 
-The choice: rollouts come from the very ``nn.Module`` being trained, through ``transformers``' ``generate``, not
-from a vLLM engine whose weights are refreshed from the trainer. Why:
+The default: rollouts come from the very ``nn.Module`` being trained, through ``transformers``' ``generate``; a
+vLLM server that each update is pushed to is the other way (``rlaif.train.rl_vllm``, for GPUs, where generation
+is most of a step). Why in-process is the default:
 - **Exactly on-policy.** The weights that sample are the weights whose log-probs the update starts from, with no
   copy in between that could lag a step or differ in precision. PPO's ratio rho = pi / pi_old is only meaningful
   if pi_old really sampled the tokens (N+ details, Huang et al. 2024, arXiv 2403.17031).
