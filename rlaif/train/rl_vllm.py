@@ -52,8 +52,10 @@ class VLLMRolloutSampler:
 
     def __init__(self, url: str, stage_dir: Path, *, lora: bool, api_key: str = "EMPTY",
                  timeout_s: float = REQUEST_TIMEOUT_S):
-        import httpx
+        from rlaif.engines.openai_engine import openai_http_library
 
+        # The HTTP library openai itself is built on (httpx2 for openai 3.x): a declared dependency's own.
+        httpx = self._lib = openai_http_library()
         self.url = url.rstrip("/")
         self.root = self.url.removesuffix("/v1")
         self.stage_dir = Path(stage_dir)
@@ -136,8 +138,7 @@ class VLLMRolloutSampler:
     # --- HTTP ----------------------------------------------------------------------------------------------
 
     def _served_model(self) -> str:
-        import httpx
-
+        httpx = self._lib
         try:
             listed = self._http.get(self.url + "/models").json()
         except (httpx.HTTPError, ValueError) as exc:
@@ -150,8 +151,7 @@ class VLLMRolloutSampler:
 
     def _post(self, path: str, body: dict | None, *, root: bool = False, check: bool = True) -> Any:
         """POST with a bounded number of retries on a dropped connection or a 5xx; a 4xx fails at once."""
-        import httpx
-
+        httpx = self._lib
         url = (self.root if root else self.url) + path
         for attempt in range(RETRIES + 1):
             try:
