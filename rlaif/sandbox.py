@@ -239,7 +239,7 @@ def sandbox_write(db: str | Path, sql: str, out: TextIO, *, fmt: Format = "csv",
     """
     _check_format(fmt)
     limit = TABLE_ROWS if max_rows is None and fmt == "table" else max_rows
-    statement = _check_read_only(sql)
+    statement = _check_lake(db, _check_read_only(sql))
     written = left_out = 0
     shown: list[tuple] = []
     with Store(db).connect(read_only=True, config=SANDBOX_CONFIG) as con:

@@ -66,17 +66,20 @@ def test_a_two_token_score_is_read_with_next_token_requests_only(vllm_server, sm
     assert served.logprobs["10"] == pytest.approx(local.logprobs["10"], abs=0.3)
 
 
-def test_a_contrast_verdict_on_the_server(vllm_server, harmless):
-    from rlaif.judge.config import JudgeConfig
-    from rlaif.judge.pairing import Candidate, Pair
-    from rlaif.stages.judge import judge
+def test_a_contrast_verdict_on_the_server_follows_the_principle_as_in_process(vllm_server, smol, harmless):
+    # The contrast framings are filled from the principle and keep the request on both sides, so an on-topic
+    # against an off-topic answer no longer decides anything; a principle that says "refuse" must. The same
+    # verdict in process (fp32) is the reference; 0.94 was measured there for the refusal.
+    from test_judge_principles import HELP, REFUSE, _p_refusal, _with_principles
 
+    one = _with_principles(harmless, (REFUSE, HELP))
     engine = OpenAIEngine([vllm_server.url], EMBEDDED_MODEL)
-    pair = Pair.make("p", CONVO, Candidate(ANSWER), Candidate("The Eiffel Tower was finished in 1889."))
     before = prefix_cache_stats(vllm_server.url)
-    (judgement,) = run(engine, judge(engine, harmless, pair, config=JudgeConfig(mode="contrast")))
-    verdict = judgement.verdicts[0]
-    assert verdict.status == "ok" and verdict.method == "likelihood" and 0 < verdict.p_a < 1
-    good_is_a = pair.a.text == ANSWER
-    assert (verdict.p_a > 0.5) == good_is_a
+    try:
+        served = _p_refusal(engine, one, "p0")
+    finally:
+        asyncio.run(engine.aclose())
+    local = _p_refusal(smol, one, "p0")
+    assert served > 0.5 and local > 0.5, (served, local)
+    assert served == pytest.approx(local, abs=0.15)
     assert prefix_cache_stats(vllm_server.url)["queries"] >= before["queries"]

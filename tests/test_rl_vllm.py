@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 import torch
 from rl_helpers import prompt_store
@@ -36,6 +35,13 @@ def ends_with_yellow(prompts, completions, **info):
     return [1.0 if c.rstrip().endswith("yellow") else 0.0 for c in completions]
 '''
 WORD = "yellow"
+
+
+def _http():
+    """The HTTP library openai is built on (httpx2 for openai 3.x), as the sampler uses it."""
+    from rlaif.engines.openai_engine import openai_http_library
+
+    return openai_http_library()
 
 
 def write_rules(folder: Path) -> str:
@@ -127,10 +133,10 @@ def test_lora_adapters_are_loaded_into_the_server_at_run_time(rollout_server, ti
                     param.normal_(0.0, 0.5)
         sampler.push(lm, 2)
         assert texts() != base  # the server samples from the new adapter
-        served = {m["id"] for m in httpx.get(rollout_server.url + "/models").json()["data"]}
+        served = {m["id"] for m in _http().get(rollout_server.url + "/models").json()["data"]}
         assert "policy-000002" in served and "policy-000001" not in served  # the old one was unloaded
         assert [p.name for p in (tmp_path / "stage").iterdir()] == ["step-000002"]
     finally:
         sampler.close()
-    served = {m["id"] for m in httpx.get(rollout_server.url + "/models").json()["data"]}
+    served = {m["id"] for m in _http().get(rollout_server.url + "/models").json()["data"]}
     assert "policy-000002" not in served and not (tmp_path / "stage").exists()
