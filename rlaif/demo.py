@@ -19,9 +19,10 @@ if TYPE_CHECKING:
 DEMO_LIMIT = 8
 # Tokens per generated turn in the demo. At the run default (160) SmolLM2 stopped mid-answer on 58 of its first 75
 # built-in prompts (those that finished took 72 tokens on average, at most 139): a cut answer is flagged
-# 'truncated' and leaves sft_dataset. 512 lets typical answers finish and still leaves the revision turn room in
-# the model's 2048-token context (docs/benchmarks.md, "Helpful answers finish").
-DEMO_MAX_TOKENS = 512
+# 'truncated' and leaves sft_dataset. 512 did not cure it (6 of the default demo's 12 answers and revisions still
+# ran to the limit: the small model rambles) and made the first try take 6.4 minutes instead of about 1.5, so the
+# demo takes 256: room for every answer that finished in that measurement, and a summary line on how to raise it.
+DEMO_MAX_TOKENS = 256
 
 EXAMPLE_QUERIES = (
     ("SFT rows: each prompt with its revised (or, for helpful prompts, its unrevised) answer",
