@@ -17,12 +17,12 @@ if TYPE_CHECKING:
 
 # Measured on 2 shared CPU cores with the embedded model (docs/benchmarks.md, "rlaif demo"): see README.
 DEMO_LIMIT = 8
-# Tokens per generated turn in the demo. At the run default (160) SmolLM2 stopped mid-answer on 58 of its first 75
-# built-in prompts (those that finished took 72 tokens on average, at most 139): a cut answer is flagged
-# 'truncated' and leaves sft_dataset. 512 did not cure it (6 of the default demo's 12 answers and revisions still
-# ran to the limit: the small model rambles) and made the first try take 6.4 minutes instead of about 1.5, so the
-# demo takes 256: room for every answer that finished in that measurement, and a summary line on how to raise it.
-DEMO_MAX_TOKENS = 256
+# Tokens per generated turn in the demo: the run default. At 160 SmolLM2 stopped mid-answer on 58 of its first 75
+# built-in prompts (those that finished took 72 tokens on average, at most 139), and a cut answer is flagged
+# 'truncated' and leaves sft_dataset. 512 did not cure it (6 of the default demo's 12 answers and revisions still ran
+# to the limit: the small model rambles) and made the first try 6.4 minutes instead of about 1.5, so the demo keeps
+# the quick setting and its summary says how to raise it (docs/benchmarks.md, "Helpful answers finishing").
+DEMO_MAX_TOKENS = 160
 
 EXAMPLE_QUERIES = (
     ("SFT rows: each prompt with its revised (or, for helpful prompts, its unrevised) answer",
