@@ -12,6 +12,7 @@ name; give readers a PostgreSQL role that may only SELECT as well (docs/storage.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -114,6 +115,23 @@ def _sandbox_error(exc: duckdb.Error, timeout_s: float) -> StoreError:
     return StoreError(f"rlaif sql: {text}")
 
 
+@contextlib.contextmanager
+def _sandboxed(db: str | Path, sql: str, timeout_s: float) -> Iterator[tuple[duckdb.DuckDBPyConnection, str]]:
+    """The one guarded connection every sandbox entry point runs its statement on: the statement checked (one
+    read-only statement; on a lake, no catalog functions), a read-only connection with files, extensions and
+    settings locked, a timer that interrupts it after ``timeout_s``, and DuckDB's refusals as one-line errors."""
+    statement = _check_lake(db, _check_read_only(sql))
+    with Store(db).connect(read_only=True, config=SANDBOX_CONFIG) as con:
+        timer = threading.Timer(timeout_s, con.interrupt)
+        timer.start()
+        try:
+            yield con, statement
+        except duckdb.Error as exc:
+            raise _sandbox_error(exc, timeout_s) from None
+        finally:
+            timer.cancel()
+
+
 def sandbox_rows(
     db: str | Path, sql: str, *, max_rows: int = 10_000, timeout_s: float = 10.0
 ) -> tuple[list[str], list[tuple], bool]:
@@ -123,18 +141,10 @@ def sandbox_rows(
     is a convenience for clear messages and DuckDB itself is the guard. ``timeout_s`` (below a writer's lock
     timeout) keeps a long query from starving a flow that is writing to the same file.
     """
-    statement = _check_lake(db, _check_read_only(sql))
-    with Store(db).connect(read_only=True, config=SANDBOX_CONFIG) as con:
-        timer = threading.Timer(timeout_s, con.interrupt)
-        timer.start()
-        try:
-            cur = con.execute(statement)
-            columns = [d[0] for d in cur.description or ()]
-            rows = cur.fetchmany(max_rows + 1)
-        except duckdb.Error as exc:
-            raise _sandbox_error(exc, timeout_s) from None
-        finally:
-            timer.cancel()
+    with _sandboxed(db, sql, timeout_s) as (con, statement):
+        cur = con.execute(statement)
+        columns = [d[0] for d in cur.description or ()]
+        rows = cur.fetchmany(max_rows + 1)
     return columns, rows[:max_rows], len(rows) > max_rows
 
 
@@ -148,16 +158,8 @@ def sandbox_batches(
     closed, and ``timeout_s`` counts from the start, so a consumer should drain it quickly (the sources spool
     the batches to a temporary file) rather than hold the database while it works.
     """
-    statement = _check_lake(db, _check_read_only(sql))
-    with Store(db).connect(read_only=True, config=SANDBOX_CONFIG) as con:
-        timer = threading.Timer(timeout_s, con.interrupt)
-        timer.start()
-        try:
-            yield from con.sql(statement).to_arrow_reader(batch_rows)
-        except duckdb.Error as exc:
-            raise _sandbox_error(exc, timeout_s) from None
-        finally:
-            timer.cancel()
+    with _sandboxed(db, sql, timeout_s) as (con, statement):
+        yield from con.sql(statement).to_arrow_reader(batch_rows)
 
 
 def _text(value: Any) -> str:
@@ -239,27 +241,19 @@ def sandbox_write(db: str | Path, sql: str, out: TextIO, *, fmt: Format = "csv",
     """
     _check_format(fmt)
     limit = TABLE_ROWS if max_rows is None and fmt == "table" else max_rows
-    statement = _check_lake(db, _check_read_only(sql))
     written = left_out = 0
     shown: list[tuple] = []
-    with Store(db).connect(read_only=True, config=SANDBOX_CONFIG) as con:
-        timer = threading.Timer(timeout_s, con.interrupt)
-        timer.start()
-        try:
-            cur = con.execute(statement)
-            columns = [d[0] for d in cur.description or ()]
-            while rows := cur.fetchmany(_FETCH_ROWS):
-                room = len(rows) if limit is None else max(0, min(len(rows), limit - written))
-                left_out += len(rows) - room
-                if fmt == "table":
-                    shown.extend(rows[:room])
-                elif room:
-                    _write_rows(out, fmt, columns, rows[:room], first=written == 0)
-                written += room
-        except duckdb.Error as exc:
-            raise _sandbox_error(exc, timeout_s) from None
-        finally:
-            timer.cancel()
+    with _sandboxed(db, sql, timeout_s) as (con, statement):
+        cur = con.execute(statement)
+        columns = [d[0] for d in cur.description or ()]
+        while rows := cur.fetchmany(_FETCH_ROWS):
+            room = len(rows) if limit is None else max(0, min(len(rows), limit - written))
+            left_out += len(rows) - room
+            if fmt == "table":
+                shown.extend(rows[:room])
+            elif room:
+                _write_rows(out, fmt, columns, rows[:room], first=written == 0)
+            written += room
     if fmt == "table":
         out.write(_to_table(columns, shown, left_out))
     elif fmt == "csv" and written == 0:
